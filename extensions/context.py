@@ -1,0 +1,24 @@
+"""Derived values that every template file can use."""
+
+from __future__ import annotations
+
+from copier_template_extensions import ContextHook
+
+
+class DerivedContext(ContextHook):
+    """Add booleans so that file names and templates avoid repeating list tests."""
+
+    def hook(self, context: dict) -> None:
+        orchestrator = context.get("orchestrator", "both")
+        context["use_prefect"] = orchestrator in ("prefect", "both")
+        context["use_dagster"] = orchestrator in ("dagster", "both")
+        context["extras"] = [
+            name
+            for name, wanted in (
+                ("prefect", context["use_prefect"]),
+                ("dagster", context["use_dagster"]),
+                ("notebooks", context.get("include_notebooks", True)),
+            )
+            if wanted
+        ]
+        context["python_tag"] = "py" + str(context.get("python_version", "3.12")).replace(".", "")

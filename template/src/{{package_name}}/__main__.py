@@ -1,0 +1,84 @@
+"""Command line of the project: ``python -m <package> COMMAND``.
+
+Known failures (a missing data file, an unreachable server, a taken port) end
+with one clear line on stderr and exit code 1, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .data import DataValidationError
+from .devstack import DevStackError
+from .tracking import TrackingServerUnreachableError
+
+EXPECTED_ERRORS = (
+    FileNotFoundError,
+    DataValidationError,
+    TrackingServerUnreachableError,
+    DevStackError,
+    ValueError,
+)
+
+
+def generate_data(args: argparse.Namespace) -> None:
+    from .config import load_settings
+    from .data import generate_customer_data, save_customer_data
+
+    output = args.output or load_settings().data_path
+    frame = generate_customer_data(n_customers=args.rows, seed=args.seed)
+    path = save_customer_data(frame, output)
+    print(f"Wrote {len(frame)} customers ({frame['churned'].mean():.1%} churned) to {path}")
+
+
+def train(args: argparse.Namespace) -> None:
+    from .pipeline import run_training_pipeline
+
+    promotion = run_training_pipeline(args.models, test_size=args.test_size, seed=args.seed)
+    verdict = "is the new champion" if promotion.promoted else "did not beat the champion"
+    print(f"{promotion.model_name} version {promotion.version} {verdict}")
+
+
+def dev(args: argparse.Namespace) -> None:
+    from .devstack import run
+
+    run(only=args.only)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__package__}", description=__doc__.splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("generate-data", help="write the synthetic customer CSV")
+    command.add_argument("--rows", type=int, default=5000)
+    command.add_argument("--seed", type=int, default=42)
+    command.add_argument("--output", help="CSV path (default: DATA_PATH from .env)")
+    command.set_defaults(handler=generate_data)
+
+    command = commands.add_parser("train", help="train, log to MLflow, promote the best model")
+    command.add_argument("--models", nargs="+", help="model names (default: all)")
+    command.add_argument("--test-size", type=float, default=0.2)
+    command.add_argument("--seed", type=int, default=42)
+    command.set_defaults(handler=train)
+
+    command = commands.add_parser("dev", help="start the local servers; Ctrl+C stops them")
+    command.add_argument("--only", nargs="+", metavar="SERVICE", help="start only these services")
+    command.set_defaults(handler=dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except EXPECTED_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""MLflow helpers: reach the server, log a candidate, register and promote the best.
+
+The registry uses aliases (``champion``) rather than the stages MLflow removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+import pandas as pd
+import requests
+import skops.io
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
+
+from .evaluation import PRIMARY_METRIC, confusion_matrix_figure
+from .training import model_params
+
+CHAMPION_ALIAS = "champion"
+
+
+class TrackingServerUnreachableError(RuntimeError):
+    """The MLflow server cannot be reached; the message says how to start it."""
+
+
+def check_tracking_server(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast with a clear message, instead of MLflow's minutes of retries."""
+    if not uri.startswith(("http://", "https://")):
+        return  # a local file or database store needs no server
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as error:
+        raise TrackingServerUnreachableError(
+            f"The MLflow tracking server at {uri} is not reachable ({type(error).__name__}). "
+            "Start it with `make dev` (or `make mlflow`), or point MLFLOW_TRACKING_URI "
+            "in .env at a running server."
+        ) from None
+
+
+def setup_tracking(tracking_uri: str, experiment_name: str) -> str:
+    """Point MLflow at the server and experiment; returns the experiment id."""
+    check_tracking_server(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.set_experiment(experiment_name).experiment_id
+
+
+def sklearn_internal_types(model: Pipeline) -> list[str]:
+    """scikit-learn's own types that skops does not trust by default (a forest's ``Tree``).
+
+    MLflow saves scikit-learn models with skops, which refuses to load unknown
+    types; trusting only ``sklearn.*`` keeps that protection for anything else.
+    """
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return [name for name in untrusted if name.startswith("sklearn.")]
+
+
+@dataclass(frozen=True)
+class LoggedCandidate:
+    name: str
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+
+
+def log_candidate(
+    name: str,
+    model: Pipeline,
+    metrics: dict[str, float],
+    features_test: pd.DataFrame,
+    target_test: pd.Series,
+    tags: dict[str, str] | None = None,
+) -> LoggedCandidate:
+    """Log one trained model as a run: params, metrics, plot, feature list, model."""
+    with mlflow.start_run(run_name=name, tags={"model_type": name, **(tags or {})}) as run:
+        mlflow.log_params(model_params(model))
+        mlflow.log_metrics(metrics)
+        mlflow.log_figure(
+            confusion_matrix_figure(model, features_test, target_test), "confusion_matrix.png"
+        )
+        mlflow.log_dict({"features": list(features_test.columns)}, "features.json")
+        example = features_test.head(5)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            skops_trusted_types=sklearn_internal_types(model),
+        )
+    return LoggedCandidate(name, run.info.run_id, info.model_uri, metrics)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    model_name: str
+    version: str
+    promoted: bool
+    previous_score: float | None
+
+
+def champion_score(client: MlflowClient, model_name: str, metric: str) -> float | None:
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None  # no registered model or no champion yet
+    return client.get_run(version.run_id).data.metrics.get(metric)
+
+
+def register_and_promote(
+    candidate: LoggedCandidate, model_name: str, metric: str = PRIMARY_METRIC
+) -> Promotion:
+    """Register the candidate and move ``champion`` to it when it beats the current one."""
+    client = MlflowClient()
+    previous = champion_score(client, model_name, metric)
+    version = mlflow.register_model(candidate.model_uri, model_name).version
+    promoted = previous is None or candidate.metrics[metric] > previous
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+    return Promotion(model_name, str(version), promoted, previous)
+
+
+def champion_uri(model_name: str) -> str:
+    return f"models:/{model_name}@{CHAMPION_ALIAS}"
