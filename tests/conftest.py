@@ -1,0 +1,61 @@
+"""Fixtures of the template's tests.
+
+Rendering uses a plain-folder snapshot of the working tree, so tests see
+uncommitted changes. One virtual environment with the generated project's
+dependencies is built per test session (once across xdist workers, under a
+file lock) and shared by every test that runs project code.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from helpers import ProjectEnv, render, snapshot_template, uv_executable
+
+ENV_ANSWERS = {"orchestrator": "both", "include_notebooks": True}
+
+
+@pytest.fixture(scope="session")
+def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return snapshot_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def render_project(
+    template_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Path]:
+    """Render with the given answers into a fresh folder named after ``name``."""
+
+    def _render(name: str, **answers: object) -> Path:
+        return render(template_dir, tmp_path_factory.mktemp(name) / "project", **answers)
+
+    return _render
+
+
+@pytest.fixture(scope="session")
+def project_env(
+    template_dir: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> ProjectEnv:
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the folder all xdist workers share
+    venv = shared / "project-env"
+    with FileLock(str(shared / "project-env.lock")):
+        if not (venv / "ready").exists():
+            project = render(template_dir, shared / "env-project", **ENV_ANSWERS)
+            uv = uv_executable()
+            subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+                           check=True, cwd=project)
+            subprocess.run(
+                [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+                 "-r", "pyproject.toml", "--all-extras", "--group", "pyproject.toml:dev"],
+                check=True, cwd=project,
+            )
+            (venv / "ready").touch()
+    return ProjectEnv(venv)

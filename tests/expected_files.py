@@ -1,0 +1,73 @@
+"""The exact set of files a project gets for a given set of answers.
+
+Each workshop part owns one group below; a render must contain exactly the
+union of the groups its answers select: nothing missing, nothing extra.
+"""
+
+from __future__ import annotations
+
+CORE = {
+    ".copier-answers.yml",
+    ".dockerignore",
+    ".env.example",
+    ".gitignore",
+    ".pre-commit-config.yaml",
+    ".python-version",
+    "Makefile",
+    "README.md",
+    "data/.gitkeep",
+    "generate_sample_data.py",
+    "pyproject.toml",
+    "requirements.txt",
+    "src/{package}/__init__.py",
+    "src/{package}/__main__.py",
+    "src/{package}/config.py",
+    "src/{package}/data.py",
+    "src/{package}/devstack.py",
+    "src/{package}/evaluation.py",
+    "src/{package}/features.py",
+    "src/{package}/notifications.py",
+    "src/{package}/pipeline.py",
+    "src/{package}/tracking.py",
+    "src/{package}/training.py",
+    "tests/conftest.py",
+    "tests/test_data.py",
+    "tests/test_features.py",
+    "tests/test_notifications.py",
+    "tests/test_tracking.py",
+    "tests/test_training.py",
+}
+
+# The MLflow track: rendered always (serving and inference live in the package).
+MLFLOW = set()
+
+# Rendered when include_notebooks is true.
+NOTEBOOKS = set()
+
+# Rendered when orchestrator is prefect or both.
+PREFECT = set()
+
+# Rendered when orchestrator is dagster or both.
+DAGSTER = set()
+
+# Rendered when include_airflow is true.
+AIRFLOW = set()
+
+# Docker Compose stack and images: rendered always.
+DOCKER = set()
+
+CI = {"github": {".github/workflows/ci.yml"}, "gitlab": {".gitlab-ci.yml"}, "none": set()}
+
+
+def expected_files(answers: dict) -> set[str]:
+    orchestrator = answers["orchestrator"]
+    files = CORE | MLFLOW | DOCKER | CI[answers["ci"]]
+    if answers["include_notebooks"]:
+        files |= NOTEBOOKS
+    if orchestrator in ("prefect", "both"):
+        files |= PREFECT
+    if orchestrator in ("dagster", "both"):
+        files |= DAGSTER
+    if answers["include_airflow"]:
+        files |= AIRFLOW
+    return {path.format(package=answers["package_name"]) for path in files}

@@ -1,0 +1,169 @@
+"""Helpers shared by the template's tests: rendering, processes, ports, polling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import requests
+from copier import run_copy
+
+TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PACKAGE = "churn_mlops_workshop"
+T = TypeVar("T")
+
+
+def snapshot_template(destination: Path) -> Path:
+    """Copy the working tree (uncommitted changes included, ignored files excluded).
+
+    Copier renders a plain folder as it is, whereas from a git repository it
+    would render the newest tag and miss the work in progress.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=TEMPLATE_ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for relative in filter(None, listed):
+        source = TEMPLATE_ROOT / relative
+        if source.is_file():
+            target = destination / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def render(template: Path, destination: Path, **answers: object) -> Path:
+    """Render the template non-interactively, as `copier copy --trust --defaults` would."""
+    run_copy(
+        str(template), destination, data=answers, defaults=True, unsafe=True, quiet=True,
+        vcs_ref=None,
+    )
+    return destination
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], T], timeout: float, message: str, interval: float = 0.5
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``message`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if result := condition():
+                return result
+        except Exception as error:  # noqa: BLE001 - keep polling, report the last one
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"{message} (waited {timeout:.0f} s; last error: {last_error!r})")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class ProjectEnv:
+    """One virtual environment with the rendered project's dependencies, shared by tests.
+
+    The project's code is not installed: commands run with ``PYTHONPATH=src``
+    from the project's folder, so every rendered project can use the same env.
+    """
+
+    def __init__(self, venv: Path):
+        self.venv = venv
+        self.bin = venv / "bin"
+        self.python = self.bin / "python"
+
+    def environ(self, project: Path, **extra: str) -> dict[str, str]:
+        env = {
+            key: value for key, value in os.environ.items()
+            if not key.startswith(("PREFECT_", "MLFLOW_", "DAGSTER_", "PYENV_VERSION"))
+        }
+        env.update(
+            PATH=f"{self.bin}{os.pathsep}{env.get('PATH', '')}",
+            PYTHONPATH=str(project / "src"),
+            VIRTUAL_ENV=str(self.venv),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    def run(
+        self, args: list[str], project: Path, timeout: float = 600, check: bool = True,
+        **extra_env: str,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in the project folder; on failure show its output."""
+        result = subprocess.run(
+            args, cwd=project, env=self.environ(project, **extra_env), capture_output=True,
+            text=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(map(str, args))} exited {result.returncode}\n"
+                f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
+            )
+        return result
+
+
+class DevStack:
+    """``python -m <package> dev`` in the background, as a student runs ``make dev``."""
+
+    def __init__(self, env: ProjectEnv, project: Path, package: str = DEFAULT_PACKAGE,
+                 only: list[str] | None = None, **extra_env: str):
+        self.env, self.project, self.package = env, project, package
+        self.only, self.extra_env = only, extra_env
+        self.log_path = project / ".workshop" / "devstack.out"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> DevStack:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        args = [str(self.env.python), "-m", self.package, "dev"]
+        if self.only:
+            args += ["--only", *self.only]
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                args, cwd=self.project, env=self.env.environ(self.project, **self.extra_env),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_until(self._ready, 180, f"dev stack did not come up; see {self.log_path}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"dev stack exited early:\n{self.output()}")
+        return "All services are up" in self.output()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop like Ctrl+C does, and insist that it really stops."""
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                raise
+
+
+def uv_executable() -> str:
+    """The uv of the template's dev environment (never a pyenv shim)."""
+    beside = Path(sys.executable).parent / "uv"
+    return str(beside) if beside.exists() else shutil.which("uv") or "uv"
