@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-
 from helpers import ProjectEnv, render, snapshot_template, uv_executable
 
 ENV_ANSWERS = {"orchestrator": "both", "include_notebooks": True}
@@ -50,12 +49,27 @@ def project_env(
         if not (venv / "ready").exists():
             project = render(template_dir, shared / "env-project", **ENV_ANSWERS)
             uv = uv_executable()
-            subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
-                           check=True, cwd=project)
             subprocess.run(
-                [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-                 "-r", "pyproject.toml", "--all-extras", "--group", "pyproject.toml:dev"],
-                check=True, cwd=project,
+                [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+                check=True,
+                cwd=project,
+            )
+            subprocess.run(
+                [
+                    uv,
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(venv / "bin" / "python"),
+                    "-r",
+                    "pyproject.toml",
+                    "--all-extras",
+                    "--group",
+                    "pyproject.toml:dev",
+                ],
+                check=True,
+                cwd=project,
             )
             (venv / "ready").touch()
     return ProjectEnv(venv)

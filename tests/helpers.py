@@ -27,10 +27,16 @@ def snapshot_template(destination: Path) -> Path:
     Copier renders a plain folder as it is, whereas from a git repository it
     would render the newest tag and miss the work in progress.
     """
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=TEMPLATE_ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=TEMPLATE_ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for relative in filter(None, listed):
         source = TEMPLATE_ROOT / relative
         if source.is_file():
@@ -43,7 +49,12 @@ def snapshot_template(destination: Path) -> Path:
 def render(template: Path, destination: Path, **answers: object) -> Path:
     """Render the template non-interactively, as `copier copy --trust --defaults` would."""
     run_copy(
-        str(template), destination, data=answers, defaults=True, unsafe=True, quiet=True,
+        str(template),
+        destination,
+        data=answers,
+        defaults=True,
+        unsafe=True,
+        quiet=True,
         vcs_ref=None,
     )
     return destination
@@ -58,7 +69,10 @@ def free_port() -> int:
 def wait_until(
     condition: Callable[[], T], timeout: float, message: str, interval: float = 0.5
 ) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``message`` at the deadline."""
+    """Poll ``condition`` until it returns something truthy; at the deadline fail with ``message``.
+
+    Returns the truthy value, so a test can wait for a thing and use it.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -92,7 +106,8 @@ class ProjectEnv:
 
     def environ(self, project: Path, **extra: str) -> dict[str, str]:
         env = {
-            key: value for key, value in os.environ.items()
+            key: value
+            for key, value in os.environ.items()
             if not key.startswith(("PREFECT_", "MLFLOW_", "DAGSTER_", "PYENV_VERSION"))
         }
         env.update(
@@ -105,13 +120,21 @@ class ProjectEnv:
         return env
 
     def run(
-        self, args: list[str], project: Path, timeout: float = 600, check: bool = True,
+        self,
+        args: list[str],
+        project: Path,
+        timeout: float = 600,
+        check: bool = True,
         **extra_env: str,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the project folder; on failure show its output."""
         result = subprocess.run(
-            args, cwd=project, env=self.environ(project, **extra_env), capture_output=True,
-            text=True, timeout=timeout,
+            args,
+            cwd=project,
+            env=self.environ(project, **extra_env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -124,8 +147,14 @@ class ProjectEnv:
 class DevStack:
     """``python -m <package> dev`` in the background, as a student runs ``make dev``."""
 
-    def __init__(self, env: ProjectEnv, project: Path, package: str = DEFAULT_PACKAGE,
-                 only: list[str] | None = None, **extra_env: str):
+    def __init__(
+        self,
+        env: ProjectEnv,
+        project: Path,
+        package: str = DEFAULT_PACKAGE,
+        only: list[str] | None = None,
+        **extra_env: str,
+    ):
         self.env, self.project, self.package = env, project, package
         self.only, self.extra_env = only, extra_env
         self.log_path = project / ".workshop" / "devstack.out"
@@ -138,8 +167,12 @@ class DevStack:
             args += ["--only", *self.only]
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
-                args, cwd=self.project, env=self.env.environ(self.project, **self.extra_env),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                args,
+                cwd=self.project,
+                env=self.env.environ(self.project, **self.extra_env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         wait_until(self._ready, 180, f"dev stack did not come up; see {self.log_path}")
         return self

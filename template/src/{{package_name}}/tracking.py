@@ -6,6 +6,7 @@ The registry uses aliases (``champion``) rather than the stages MLflow removed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import mlflow
 import pandas as pd
@@ -57,6 +58,19 @@ def sklearn_internal_types(model: Pipeline) -> list[str]:
     return [name for name in untrusted if name.startswith("sklearn.")]
 
 
+def model_requirements() -> list[str]:
+    """What loading the model needs, pinned to the versions it was trained with.
+
+    Declaring them skips MLflow's inference, which imports the model in a
+    subprocess and costs over ten seconds per logged model.
+    """
+    return [
+        f"mlflow=={mlflow.__version__}",
+        *mlflow.sklearn.get_default_pip_requirements(),
+        f"skops=={version('skops')}",
+    ]
+
+
 @dataclass(frozen=True)
 class LoggedCandidate:
     name: str
@@ -88,6 +102,7 @@ def log_candidate(
             signature=infer_signature(example, model.predict(example)),
             input_example=example,
             skops_trusted_types=sklearn_internal_types(model),
+            pip_requirements=model_requirements(),
         )
     return LoggedCandidate(name, run.info.run_id, info.model_uri, metrics)
 

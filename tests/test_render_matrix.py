@@ -1,0 +1,150 @@
+"""Every combination of the choice questions renders a clean project.
+
+For each one: exactly the expected files, the answers recorded, no Jinja left,
+Python and notebooks parse, YAML loads, ruff passes, CI files match their schema.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from expected_files import expected_files
+from helpers import render
+
+BIN = Path(sys.executable).parent
+CHOICES = {
+    "orchestrator": ["prefect", "dagster", "both"],
+    "notifications": ["none", "discord", "slack"],
+    "ci": ["github", "gitlab", "none"],
+    "include_notebooks": [True, False],
+    "include_airflow": [True, False],
+    "docs_language": ["en", "fr"],
+    "python_version": ["3.11", "3.12", "3.13"],
+}
+COMBINATIONS = [
+    dict(zip(CHOICES, values, strict=True)) for values in itertools.product(*CHOICES.values())
+]
+DEFAULT_PACKAGE = "churn_mlops_workshop"
+JINJA_LEFTOVER = re.compile(r"\{%|%\}|\{\{ | \}\}|\{#|#\}")
+CI_SCHEMAS = {
+    ".github/workflows/ci.yml": "vendor.github-workflows",
+    ".gitlab-ci.yml": "vendor.gitlab-ci",
+}
+_validated: set[str] = set()  # CI file contents already validated by this worker
+
+
+def combination_id(answers: dict) -> str:
+    return "-".join(
+        f"{key[:5]}={'y' if value is True else 'n' if value is False else value}"
+        for key, value in answers.items()
+    )
+
+
+def rendered_files(project: Path) -> set[str]:
+    return {str(path.relative_to(project)) for path in project.rglob("*") if path.is_file()}
+
+
+def check_no_jinja_leftovers(project: Path) -> None:
+    for relative in rendered_files(project):
+        text = (project / relative).read_text(errors="replace")
+        # GitHub expressions `${{ ... }}` are not Jinja.
+        text = re.sub(r"\$\{\{.*?\}\}", "", text)
+        assert not JINJA_LEFTOVER.search(text), f"Jinja marker left in {relative}"
+
+
+def check_sources_parse(project: Path) -> None:
+    for path in project.rglob("*.py"):
+        ast.parse(path.read_text(), filename=str(path))
+    for path in project.rglob("*.ipynb"):
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    for path in [*project.rglob("*.yml"), *project.rglob("*.yaml")]:
+        yaml.safe_load(path.read_text())
+
+
+def run_tool(*args: str | Path, cwd: Path) -> None:
+    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout}\n{result.stderr}"
+
+
+def check_schema_once(path: Path, schema: str) -> None:
+    """Validate each distinct file content once: identical text, identical verdict."""
+    digest = hashlib.sha256(path.read_bytes() + schema.encode()).hexdigest()
+    if digest not in _validated:
+        run_tool(BIN / "check-jsonschema", "--builtin-schema", schema, path, cwd=path.parent)
+        _validated.add(digest)
+
+
+@pytest.mark.parametrize("answers", COMBINATIONS, ids=combination_id)
+def test_combination_renders_a_clean_project(answers: dict, template_dir: Path, tmp_path: Path):
+    project = render(template_dir, tmp_path / "project", **answers)
+
+    files = rendered_files(project)
+    expected = expected_files({**answers, "package_name": DEFAULT_PACKAGE})
+    assert files == expected, (
+        f"missing: {sorted(expected - files)}; unexpected: {sorted(files - expected)}"
+    )
+
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert {key: recorded[key] for key in answers} == answers
+    assert ("prefect_port" in recorded) == (answers["orchestrator"] != "dagster")
+    assert ("dagster_port" in recorded) == (answers["orchestrator"] != "prefect")
+
+    check_no_jinja_leftovers(project)
+    check_sources_parse(project)
+    run_tool(BIN / "ruff", "check", "--no-cache", ".", cwd=project)
+    run_tool(BIN / "ruff", "format", "--check", "--no-cache", ".", cwd=project)
+    for relative, schema in CI_SCHEMAS.items():
+        if relative in files:
+            check_schema_once(project / relative, schema)
+
+
+def test_custom_answers_reach_every_file_that_names_them(render_project):
+    project = render_project(
+        "custom",
+        project_name="Atelier Été 2026",
+        author_email="prof@ecole.fr",
+        mlflow_port=5100,
+        prefect_port=4300,
+        dagster_port=3100,
+        schedule_cron="30 6 * * MON-FRI",
+        schedule_timezone="Europe/Paris",
+        notifications="discord",
+    )
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["project_slug"] == "atelier-ete-2026"
+    assert answers["package_name"] == "atelier_ete_2026"
+    env = (project / ".env.example").read_text()
+    for line in [
+        "MLFLOW_PORT=5100",
+        "PREFECT_PORT=4300",
+        "DAGSTER_PORT=3100",
+        "PREFECT_API_URL=http://127.0.0.1:4300/api",
+        "DISCORD_WEBHOOK_URL=\n",
+    ]:
+        assert line in env
+    config = (project / "src/atelier_ete_2026/config.py").read_text()
+    assert 'SCHEDULE_CRON = "30 6 * * MON-FRI"' in config
+    assert 'SCHEDULE_TIMEZONE = "Europe/Paris"' in config
+    assert 'name = "atelier-ete-2026"' in (project / "pyproject.toml").read_text()
+    assert "http://localhost:5100" in (project / "README.md").read_text()
+    run_tool(BIN / "ruff", "check", "--no-cache", ".", cwd=project)
+
+
+def test_secrets_are_never_answers(render_project):
+    """The webhook URL is not a question: it can only come from the environment."""
+    questions = yaml.safe_load((Path(__file__).parents[1] / "copier.yml").read_text())
+    assert not any("url" in name or "password" in name or "secret" in name for name in questions)
+    project = render_project("secret", notifications="slack")
+    assert "SLACK_WEBHOOK_URL=\n" in (project / ".env.example").read_text()
+    assert ".env\n" in (project / ".gitignore").read_text()
