@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+
 from helpers import ProjectEnv, render, snapshot_template, uv_executable
 
 ENV_ANSWERS = {"orchestrator": "both", "include_notebooks": True}
@@ -48,28 +49,10 @@ def project_env(
     with FileLock(str(shared / "project-env.lock")):
         if not (venv / "ready").exists():
             project = render(template_dir, shared / "env-project", **ENV_ANSWERS)
-            uv = uv_executable()
-            subprocess.run(
-                [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
-                check=True,
-                cwd=project,
-            )
-            subprocess.run(
-                [
-                    uv,
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--python",
-                    str(venv / "bin" / "python"),
-                    "-r",
-                    "pyproject.toml",
-                    "--all-extras",
-                    "--group",
-                    "pyproject.toml:dev",
-                ],
-                check=True,
-                cwd=project,
-            )
+            uv, python = uv_executable(), str(venv / "bin" / "python")
+            subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+            install = [uv, "pip", "install", "-q", "-p", python, "-r", "pyproject.toml"]
+            everything = ["--all-extras", "--group", "pyproject.toml:dev"]
+            subprocess.run([*install, *everything], check=True, cwd=project)
             (venv / "ready").touch()
     return ProjectEnv(venv)

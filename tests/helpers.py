@@ -27,17 +27,10 @@ def snapshot_template(destination: Path) -> Path:
     Copier renders a plain folder as it is, whereas from a git repository it
     would render the newest tag and miss the work in progress.
     """
-    listed = (
-        subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=TEMPLATE_ROOT,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for relative in filter(None, listed):
+    git_files = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(git_files, cwd=TEMPLATE_ROOT, capture_output=True, text=True)
+    listed.check_returncode()
+    for relative in filter(None, listed.stdout.split("\0")):
         source = TEMPLATE_ROOT / relative
         if source.is_file():
             target = destination / relative

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+
 from helpers import DEFAULT_PACKAGE
 
 ORCHESTRATORS = ["prefect", "dagster", "both"]

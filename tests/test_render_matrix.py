@@ -17,6 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+
 from expected_files import expected_files
 from helpers import render
 

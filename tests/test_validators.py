@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import TEMPLATE_ROOT, render
 
 sys.path.insert(0, str(TEMPLATE_ROOT / "extensions"))
