@@ -44,9 +44,17 @@ _validated: set[str] = set()  # CI file contents already validated by this worke
 
 
 def combination_id(answers: dict) -> str:
+    """Readable and selectable with -k, e.g. ``prefect-discord-gitlab-nb-no_airflow-fr-py3_12``."""
     return "-".join(
-        f"{key[:5]}={'y' if value is True else 'n' if value is False else value}"
-        for key, value in answers.items()
+        [
+            answers["orchestrator"],
+            answers["notifications"],
+            answers["ci"],
+            "nb" if answers["include_notebooks"] else "no_nb",
+            "airflow" if answers["include_airflow"] else "no_airflow",
+            answers["docs_language"],
+            "py" + answers["python_version"].replace(".", "_"),
+        ]
     )
 
 
