@@ -35,7 +35,8 @@ COMBINATIONS = [
     dict(zip(CHOICES, values, strict=True)) for values in itertools.product(*CHOICES.values())
 ]
 DEFAULT_PACKAGE = "churn_mlops_workshop"
-JINJA_LEFTOVER = re.compile(r"\{%|%\}|\{\{ | \}\}|\{#|#\}")
+# Jinja delimiters as templates write them (`{% if`, `{{ x }}`); `{x:.1%}` is an f-string.
+JINJA_LEFTOVER = re.compile(r"\{%-?\s|\s-?%\}|\{\{-?\s|\s-?\}\}|\{#\s")
 CI_SCHEMAS = {
     ".github/workflows/ci.yml": "vendor.github-workflows",
     ".gitlab-ci.yml": "vendor.gitlab-ci",
@@ -157,3 +158,14 @@ def test_secrets_are_never_answers(render_project):
     project = render_project("secret", notifications="slack")
     assert "SLACK_WEBHOOK_URL=\n" in (project / ".env.example").read_text()
     assert ".env\n" in (project / ".gitignore").read_text()
+
+
+def test_solutions_reach_only_the_teachers_copy(render_project):
+    teacher = render_project("teacher", include_solutions=True)
+    student = render_project("student")
+    solutions = "notebooks/solutions/01b_mlflow_transition_solutions.ipynb"
+    assert (teacher / solutions).is_file()
+    assert not (student / "notebooks" / "solutions").exists()
+    assert "# SOLUTION" not in (student / "notebooks/01b_mlflow_transition.ipynb").read_text()
+    no_notebooks = render_project("no-notebooks", include_notebooks=False, include_solutions=True)
+    assert not (no_notebooks / "notebooks").exists()
