@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .data import DataValidationError
 from .devstack import DevStackError
+from .serving import MissingInputColumnsError, ModelNotFoundError, ModelServerError
 from .tracking import TrackingServerUnreachableError
 
 EXPECTED_ERRORS = (
@@ -18,6 +20,9 @@ EXPECTED_ERRORS = (
     DataValidationError,
     TrackingServerUnreachableError,
     DevStackError,
+    ModelNotFoundError,
+    ModelServerError,
+    MissingInputColumnsError,
     ValueError,
 )
 
@@ -46,6 +51,22 @@ def dev(args: argparse.Namespace) -> None:
     run(only=args.only)
 
 
+def serve_model(args: argparse.Namespace) -> None:
+    from .config import load_settings
+    from .serving import serve_champion
+
+    serve_champion(load_settings(), port=args.port)
+
+
+def predict(args: argparse.Namespace) -> None:
+    from .config import load_settings
+    from .serving import PREDICTION_COLUMN, predict_with_champion
+
+    predictions = predict_with_champion(load_settings(), args.input, args.output)
+    churn_rate = predictions[PREDICTION_COLUMN].mean()
+    print(f"Wrote {len(predictions)} predictions ({churn_rate:.1%} churn) to {args.output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m {__package__}", description=__doc__.splitlines()[0]
@@ -67,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     command = commands.add_parser("dev", help="start the local servers; Ctrl+C stops them")
     command.add_argument("--only", nargs="+", metavar="SERVICE", help="start only these services")
     command.set_defaults(handler=dev)
+
+    command = commands.add_parser("serve-model", help="serve the champion model over HTTP")
+    command.add_argument("--port", type=int, help="default: SERVING_PORT, else MLflow's port + 1")
+    command.set_defaults(handler=serve_model)
+
+    command = commands.add_parser("predict", help="batch inference: CSV in, predictions CSV out")
+    command.add_argument("--input", type=Path, required=True, help="CSV with the model's columns")
+    command.add_argument("--output", type=Path, required=True, help="where to write predictions")
+    command.set_defaults(handler=predict)
     return parser
 
 
