@@ -1,0 +1,236 @@
+"""Figures of the Dagster track on this machine: start-up, first scheduled run, memory.
+
+Renders a project with ``orchestrator=dagster``, installs its dependencies in a
+fresh venv (uv), starts MLflow, then the Dagster webserver and daemon as
+``make dev`` does, with the schedule turned on (CLI) and a one-minute cron, and prints:
+
+- the webserver's time to healthy (``/server_info``) and to its code location loaded;
+- the time from the daemon's start to the first scheduled run created and succeeded
+  (the first part includes waiting for the next minute's tick);
+- the memory (PSS, MiB) of the webserver and the daemon, each with its code server(s).
+
+Run: ``.venv/bin/python bench/bench_dagster.py`` (about 3-4 minutes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import (  # noqa: E402
+    DEFAULT_PACKAGE,
+    ProjectEnv,
+    free_port,
+    http_ok,
+    render,
+    snapshot_template,
+    uv_executable,
+    wait_until,
+)
+
+RUNS_QUERY = """
+{ runsOrError(filter: {tags: [{key: "dagster/schedule_name", value: "churn_training_schedule"}]})
+  { ... on Runs { results { runId status } } } }
+"""
+LOCATION_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries { loadStatus
+  locationOrLoadError { __typename } } } } }
+"""
+
+
+def build_env(template: Path, work: Path) -> tuple[Path, ProjectEnv]:
+    project = render(template, work / "project", orchestrator="dagster")
+    venv = work / "venv"
+    uv = uv_executable()
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(venv / "bin/python"),
+            "-r",
+            "pyproject.toml",
+            "--all-extras",
+        ],
+        check=True,
+        cwd=project,
+    )
+    return project, ProjectEnv(venv)
+
+
+def start(env: ProjectEnv, project: Path, args: list[str], log: Path, **extra: str):
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            args,
+            cwd=project,
+            env=env.environ(project, **extra),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (children of every thread, not only the main one)."""
+    kids: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):  # a thread or process may end meanwhile
+            kids += [int(child) for child in children.read_text().split()]
+    return [pid, *(grandchild for kid in kids for grandchild in process_tree(kid))]
+
+
+def pss_mib(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0  # ended meanwhile
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """PSS of the process alone and of its whole tree (code servers, runs)."""
+    return pss_mib(pid), sum(pss_mib(p) for p in process_tree(pid))
+
+
+def graphql(url: str, query: str) -> dict:
+    return requests.post(url, json={"query": query}, timeout=30).json()["data"]
+
+
+def location_loaded(url: str) -> bool:
+    entries = graphql(url, LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+    return entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-dagster-"))
+    template = snapshot_template(work / "template")
+    project, env = build_env(template, work)
+    mlflow_port, dagster_port = free_port(), free_port()
+    settings = {
+        "MLFLOW_PORT": str(mlflow_port),
+        "DAGSTER_PORT": str(dagster_port),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "SCHEDULE_CRON": "* * * * *",
+        "DAGSTER_HOME": str(project / "dagster_home"),
+        "PROJECT_ROOT": str(project),
+    }
+    env.run([str(env.python), "-m", DEFAULT_PACKAGE, "generate-data"], project)
+    logs = project / ".workshop" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    workspace = str(project / "dagster_home" / "workspace.yaml")
+    processes = []
+    try:
+        processes.append(
+            start(
+                env,
+                project,
+                [str(env.python), "-m", DEFAULT_PACKAGE, "dev", "--only", "mlflow"],
+                logs / "bench-mlflow.out",
+                **settings,
+            )
+        )
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{mlflow_port}/health"), 180, "no MLflow")
+        env.run(
+            [
+                str(env.bin / "dagster"),
+                "schedule",
+                "start",
+                "-w",
+                workspace,
+                "churn_training_schedule",
+            ],
+            project,
+            **settings,
+        )
+
+        started = time.monotonic()
+        webserver = start(
+            env,
+            project,
+            [
+                str(env.bin / "dagster-webserver"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(dagster_port),
+                "-w",
+                workspace,
+            ],
+            logs / "bench-webserver.out",
+            **settings,
+        )
+        processes.append(webserver)
+        url = f"http://127.0.0.1:{dagster_port}"
+        wait_until(lambda: http_ok(f"{url}/server_info"), 180, "webserver not healthy")
+        healthy = time.monotonic() - started
+        wait_until(lambda: location_loaded(f"{url}/graphql"), 180, "code location not loaded")
+        loaded = time.monotonic() - started
+        print(
+            f"webserver: healthy after {healthy:.1f} s, code location loaded after {loaded:.1f} s"
+        )
+
+        started = time.monotonic()
+        daemon = start(
+            env,
+            project,
+            [str(env.bin / "dagster-daemon"), "run", "-w", workspace],
+            logs / "bench-daemon.out",
+            **settings,
+        )
+        processes.append(daemon)
+        runs = lambda: graphql(f"{url}/graphql", RUNS_QUERY)["runsOrError"]["results"]  # noqa: E731
+        wait_until(runs, 240, "the schedule created no run", interval=1)
+        created = time.monotonic() - started
+        peak = {"webserver": 0.0, "daemon": 0.0}
+
+        def run_succeeded() -> bool:
+            """Poll, and sample the trees' memory while the run works."""
+            for name, process in (("webserver", webserver), ("daemon", daemon)):
+                peak[name] = max(peak[name], memory(process.pid)[1])
+            return any(r["status"] == "SUCCESS" for r in runs())
+
+        wait_until(run_succeeded, 300, "no scheduled run succeeded", interval=1)
+        succeeded = time.monotonic() - started
+        print(
+            f"daemon start -> first scheduled run created {created:.1f} s "
+            f"(includes the wait for the minute's tick), succeeded {succeeded:.1f} s"
+        )
+        for name, process in (("webserver", webserver), ("daemon", daemon)):
+            alone, tree = memory(process.pid)
+            print(
+                f"{name}: PSS {alone:.0f} MiB alone, {tree:.0f} MiB with its code server"
+                f" (right after that run; the next tick may have started another)"
+            )
+        print(
+            f"peak during the first run: webserver tree {peak['webserver']:.0f} MiB, "
+            f"daemon tree {peak['daemon']:.0f} MiB (includes the run's process)"
+        )
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT if process is processes[0] else signal.SIGTERM)
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what outlived its leader
+    print(f"(project and logs kept in {project})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,472 @@
+"""The Dagster track end to end, with real processes.
+
+For a render with ``orchestrator=dagster`` (Discord notifications) and one with
+``both`` (Slack, chosen through the environment), ``make dev``'s MLflow server,
+Dagster webserver and daemon run on free ports. The tests then check, through
+the webserver's GraphQL API (as the UI sees it), MLflow's REST API and a local
+webhook server: the definitions load; a CLI run materializes every asset, passes
+the checks and logs to MLflow; the workshop script materializes in-process; a file
+without the target column fails the checks with a message naming the column; the
+schedule, turned on through the API, fires by itself and its run lands in MLflow;
+success and failure notifications arrive in each service's format.
+
+Both stacks start together and the tests alternate between them, so that waiting
+(imports, the schedule's tick) overlaps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import DEFAULT_PACKAGE, DevStack, ProjectEnv, free_port, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster")]
+
+LOCATION = "churn_workshop"
+REPOSITORY = "__repository__"
+JOB = "churn_training_job"
+SCHEDULE = "churn_training_schedule"
+SENSORS = {"notify_on_success", "notify_on_failure"}
+CHECKS = ["has_expected_columns", "target_has_no_missing_values", "churn_rate_is_plausible"]
+WORKSHOP = "pipelines/workshop/dagster/Dagster_Workshop.py"
+TARGET = "churned"
+SCHEDULED_RUN_DEADLINE = 240  # two one-minute periods, plus a run on a busy 2-core machine
+
+VARIANTS = {
+    # name: (answers, notification service, extra environment besides the webhook URL)
+    "dagster": ({"orchestrator": "dagster", "notifications": "discord"}, "discord", {}),
+    "both": ({"orchestrator": "both"}, "slack", {"NOTIFICATIONS": "slack"}),
+}
+variants = pytest.mark.parametrize("variant", list(VARIANTS))
+# The CLI materialization (over a minute here) runs once: both renders share the same
+# Dagster files, and with `both` the scheduled run proves the same path.
+cli_variant = pytest.mark.parametrize("variant", ["dagster"])
+
+
+class WebhookCatcher:
+    """A local HTTP server that records the JSON bodies posted to it."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+        catcher = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                catcher.payloads.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class DagsterProject:
+    variant: str
+    project: Path
+    env: ProjectEnv
+    service: str
+    webhook: WebhookCatcher
+    stack_env: dict[str, str]
+    graphql_url: str
+    mlflow_url: str
+    schedule_started_at: float | None = None
+    facts: dict[str, str] = field(default_factory=dict)
+
+    def graphql(self, query: str, **variables: object) -> dict:
+        response = requests.post(
+            self.graphql_url, json={"query": query, "variables": variables}, timeout=30
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def dagster_cli(self, *args: str, check: bool = True, **env: str):
+        """``dagster`` with the project's DAGSTER_HOME and servers, as ``make`` runs it."""
+        return self.env.run(
+            [str(self.env.bin / "dagster"), *args],
+            self.project,
+            timeout=420,
+            check=check,
+            DAGSTER_HOME=str(self.project / "dagster_home"),
+            **{**self.stack_env, **env},
+        )
+
+    def execute_job(self, tag: str, check: bool = True, **env: str):
+        return self.dagster_cli(
+            "job",
+            "execute",
+            "-f",
+            WORKSHOP,
+            "-d",
+            "src",
+            "-j",
+            JOB,
+            "--tags",
+            json.dumps({"test": tag}),
+            check=check,
+            **env,
+        )
+
+    def runs(self, tag_key: str, tag_value: str) -> list[dict]:
+        data = self.graphql(RUNS_QUERY, tags=[{"key": tag_key, "value": tag_value}])
+        return data["runsOrError"]["results"]
+
+    def check_evaluation(self, check_name: str, run_id: str) -> dict | None:
+        data = self.graphql(
+            CHECK_QUERY, assetKey={"path": ["raw_customer_data"]}, checkName=check_name
+        )
+        for execution in data["assetCheckExecutions"]:
+            if execution["runId"] == run_id:
+                return execution
+        return None
+
+    def mlflow_runs(self, dagster_run_id: str) -> list[dict]:
+        found = requests.get(
+            f"{self.mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": "churn-prediction"},
+            timeout=10,
+        )
+        if found.status_code == 404:
+            return []  # nothing was ever logged
+        experiment = found.json()["experiment"]
+        response = requests.post(
+            f"{self.mlflow_url}/api/2.0/mlflow/runs/search",
+            json={
+                "experiment_ids": [experiment["experiment_id"]],
+                "filter": f"tags.dagster_run_id = '{dagster_run_id}'",
+            },
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json().get("runs", [])
+
+    def notification_texts(self) -> list[str]:
+        """The text of each notification, checking the service's payload format."""
+        texts = []
+        for payload in self.webhook.payloads:
+            if self.service == "discord":
+                assert set(payload) == {"content"}, payload
+                texts.append(payload["content"])
+            else:
+                assert set(payload) == {"text", "blocks"}, payload
+                assert payload["blocks"][0]["text"]["type"] == "mrkdwn", payload
+                texts.append(payload["blocks"][0]["text"]["text"])
+        return texts
+
+    def notification_about(self, run_id: str, icon: str) -> str | None:
+        return next(
+            (text for text in self.notification_texts() if run_id[:8] in text and icon in text),
+            None,
+        )
+
+
+WORKSPACE_QUERY = """
+{ workspaceOrError { __typename ... on PythonError { message }
+  ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename
+    ... on PythonError { message stack }
+    ... on RepositoryLocation { repositories { name
+      jobs { name }
+      assetNodes { assetKey { path } }
+      schedules { name cronSchedule scheduleState { status } }
+      sensors { name sensorState { status ticks(limit: 1) { status } } } } } } } } } }
+"""
+SCHEDULE_SELECTOR = {
+    "repositoryLocationName": LOCATION,
+    "repositoryName": REPOSITORY,
+    "scheduleName": SCHEDULE,
+}
+START_SCHEDULE = """
+mutation($selector: ScheduleSelector!) { startSchedule(scheduleSelector: $selector) {
+  __typename ... on ScheduleStateResult { scheduleState { status } }
+  ... on PythonError { message } } }
+"""
+RESET_SCHEDULE = """
+mutation($selector: ScheduleSelector!) { resetSchedule(scheduleSelector: $selector) {
+  __typename } }
+"""
+RUNS_QUERY = """
+query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+  ... on Runs { results { runId status jobName } } } }
+"""
+ACTIVE_RUNS_QUERY = """
+{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
+  ... on Runs { results { runId } } } }
+"""
+TERMINATE_RUNS = """
+mutation($ids: [String!]!) { terminateRuns(runIds: $ids) { __typename } }
+"""
+CHECK_QUERY = """
+query($assetKey: AssetKeyInput!, $checkName: String!) {
+  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: 10) {
+    runId status evaluation { success description } } }
+"""
+
+
+def workspace_repository(project: DagsterProject) -> dict:
+    entries = project.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
+    assert [entry["name"] for entry in entries] == [LOCATION]
+    location = entries[0]["locationOrLoadError"]
+    assert location["__typename"] == "RepositoryLocation", location
+    return location["repositories"][0]
+
+
+def sensors_initialized(project: DagsterProject) -> bool:
+    """Run status sensors only report runs that end after their first tick."""
+    sensors = workspace_repository(project)["sensors"]
+    return {s["name"] for s in sensors if s["sensorState"]["ticks"]} == SENSORS
+
+
+def write_data_without_target(source: Path, destination: Path) -> None:
+    with source.open(newline="") as infile, destination.open("w", newline="") as outfile:
+        reader = csv.DictReader(infile)
+        columns = [column for column in reader.fieldnames if column != TARGET]
+        writer = csv.DictWriter(outfile, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(reader)
+
+
+def prepare_project(variant: str, render_project, project_env: ProjectEnv) -> DagsterProject:
+    answers, service, extra_env = VARIANTS[variant]
+    project = render_project(f"dagster-{variant}", **answers)
+    project_env.run(
+        [str(project_env.python), "-m", DEFAULT_PACKAGE, "generate-data", "--rows", "2000"],
+        project,
+    )
+    write_data_without_target(project / "data/customer_data.csv", project / "data/no_target.csv")
+    mlflow_port, dagster_port = free_port(), free_port()
+    webhook = WebhookCatcher()
+    stack_env = {
+        "MLFLOW_PORT": str(mlflow_port),
+        "DAGSTER_PORT": str(dagster_port),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        f"{service.upper()}_WEBHOOK_URL": webhook.url,
+        **extra_env,
+    }
+    return DagsterProject(
+        variant,
+        project,
+        project_env,
+        service,
+        webhook,
+        stack_env,
+        graphql_url=f"http://127.0.0.1:{dagster_port}/graphql",
+        mlflow_url=f"http://127.0.0.1:{mlflow_port}",
+    )
+
+
+def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
+    """``make dev`` with MLflow and Dagster only, then wait for the sensors' first tick."""
+    stack = DevStack(
+        project.env,
+        project.project,
+        only=["mlflow", "dagster-webserver", "dagster-daemon"],
+        SCHEDULE_CRON="* * * * *",
+        **project.stack_env,
+    )
+    cleanup.push(stack.__exit__)  # also stops a stack that failed to come up
+    stack.__enter__()
+    cleanup.callback(stop_schedule_and_runs, project)
+    wait_until(lambda: sensors_initialized(project), 180, "the sensors never ticked")
+
+
+@pytest.fixture(scope="module")
+def stacks(render_project, project_env) -> Iterator[dict[str, DagsterProject]]:
+    """Both renders' stacks, started together: start-up is mostly waiting for imports."""
+    with contextlib.ExitStack() as cleanup:
+        projects = {name: prepare_project(name, render_project, project_env) for name in VARIANTS}
+        for project in projects.values():
+            cleanup.callback(project.webhook.close)
+        with ThreadPoolExecutor(len(projects)) as pool:
+            starts = [pool.submit(start_stack, p, cleanup) for p in projects.values()]
+        for started in starts:
+            started.result()  # the first start-up error, if any
+        yield projects
+
+
+@pytest.fixture
+def dagster_project(stacks: dict[str, DagsterProject], variant: str) -> DagsterProject:
+    return stacks[variant]
+
+
+def stop_schedule_and_runs(project: DagsterProject) -> None:
+    """Leave no run behind: a run in flight would outlive the stack by a minute."""
+    project.graphql(RESET_SCHEDULE, selector=SCHEDULE_SELECTOR)
+    active = project.graphql(ACTIVE_RUNS_QUERY)["runsOrError"]["results"]
+    if active:
+        project.graphql(TERMINATE_RUNS, ids=[run["runId"] for run in active])
+
+
+@variants
+def test_definitions_load_without_errors(dagster_project: DagsterProject) -> None:
+    repository = workspace_repository(dagster_project)
+    assets = {"/".join(node["assetKey"]["path"]) for node in repository["assetNodes"]}
+    assert assets == {
+        "raw_customer_data",
+        "customer_features",
+        "logistic_regression_model",
+        "random_forest_model",
+        "gradient_boosting_model",
+        "best_model",
+    }
+    assert JOB in {job["name"] for job in repository["jobs"]}
+    [schedule] = repository["schedules"]
+    assert schedule["name"] == SCHEDULE
+    assert schedule["cronSchedule"] == "* * * * *"  # SCHEDULE_CRON from the environment wins
+    assert schedule["scheduleState"]["status"] == "STOPPED"  # the student turns it on
+    assert {s["sensorState"]["status"] for s in repository["sensors"]} == {"RUNNING"}
+
+
+@variants
+def test_turning_the_schedule_on(dagster_project: DagsterProject) -> None:
+    """As the UI's toggle does; the scheduled run is checked last, while other tests run."""
+    result = dagster_project.graphql(START_SCHEDULE, selector=SCHEDULE_SELECTOR)["startSchedule"]
+    assert result["__typename"] == "ScheduleStateResult", result
+    assert result["scheduleState"]["status"] == "RUNNING"
+    dagster_project.schedule_started_at = time.monotonic()
+
+
+@cli_variant
+def test_cli_materializes_all_assets_checks_pass_and_mlflow_gets_runs(
+    dagster_project: DagsterProject,
+) -> None:
+    dagster_project.execute_job("cli")
+    [run] = dagster_project.runs("test", "cli")
+    assert run["status"] == "SUCCESS"
+    for check in CHECKS:
+        execution = dagster_project.check_evaluation(check, run["runId"])
+        assert execution and execution["status"] == "SUCCEEDED", (check, execution)
+    logged = dagster_project.mlflow_runs(run["runId"])
+    assert sorted(r["info"]["run_name"] for r in logged) == [
+        "gradient_boosting",
+        "logistic_regression",
+        "random_forest",
+    ]
+    alias = requests.get(
+        f"{dagster_project.mlflow_url}/api/2.0/mlflow/registered-models/alias",
+        params={"name": "churn-classifier", "alias": "champion"},
+        timeout=10,
+    )
+    assert alias.status_code == 200, alias.text
+    dagster_project.facts["cli_run"] = run["runId"]
+
+
+@pytest.mark.parametrize("variant", ["both"])
+def test_workshop_script_materializes_in_process_without_deprecations(
+    dagster_project: DagsterProject,
+) -> None:
+    """``python Dagster_Workshop.py``: lineage, then one in-process run logged to MLflow.
+
+    MLflow's own pandas deprecation (raised inside ``log_model``) is not ours to fix.
+    """
+    result = dagster_project.env.run(
+        [
+            str(dagster_project.env.python),
+            "-W",
+            "error::DeprecationWarning",
+            "-W",
+            "ignore:Operation with range is deprecated",
+            WORKSHOP,
+        ],
+        dagster_project.project,
+        timeout=420,
+        **dagster_project.stack_env,
+    )
+    assert "customer_features            <- raw_customer_data" in result.stdout
+    assert re.search(
+        r"churn-classifier version \d+ (is the new|did not beat the) champion", result.stdout
+    )
+
+
+@variants
+def test_data_without_target_fails_the_checks_naming_the_column(
+    dagster_project: DagsterProject,
+) -> None:
+    result = dagster_project.execute_job(
+        "no-target", check=False, DATA_PATH=str(dagster_project.project / "data/no_target.csv")
+    )
+    assert result.returncode != 0
+    [run] = dagster_project.runs("test", "no-target")
+    assert run["status"] == "FAILURE"
+    for check in CHECKS:
+        execution = dagster_project.check_evaluation(check, run["runId"])
+        assert execution and execution["status"] == "FAILED", (check, execution)
+        assert f"{TARGET}" in execution["evaluation"]["description"], execution
+    assert dagster_project.mlflow_runs(run["runId"]) == []  # nothing trained on bad data
+    dagster_project.facts["failed_run"] = run["runId"]
+
+
+@variants
+def test_failure_notification_names_the_problem(dagster_project: DagsterProject) -> None:
+    run_id = dagster_project.facts["failed_run"]
+    text = wait_until(
+        lambda: dagster_project.notification_about(run_id, "❌"),
+        90,
+        f"no failure notification for run {run_id}: {dagster_project.webhook.payloads}",
+    )
+    assert "failed" in text
+    assert f"Missing column(s): {TARGET}" in text
+
+
+@variants
+def test_scheduled_run_succeeds_by_itself_and_lands_in_mlflow(
+    dagster_project: DagsterProject,
+) -> None:
+    assert dagster_project.schedule_started_at is not None, "the schedule was never turned on"
+    remaining = SCHEDULED_RUN_DEADLINE - (time.monotonic() - dagster_project.schedule_started_at)
+
+    def succeeded_scheduled_run() -> str | None:
+        runs = dagster_project.runs("dagster/schedule_name", SCHEDULE)
+        return next((r["runId"] for r in runs if r["status"] == "SUCCESS"), None)
+
+    run_id = wait_until(
+        succeeded_scheduled_run,
+        max(remaining, 1),
+        f"no run launched by {SCHEDULE} succeeded within {SCHEDULED_RUN_DEADLINE} s",
+        interval=2,
+    )
+    assert len(dagster_project.mlflow_runs(run_id)) == 3
+    dagster_project.facts["scheduled_run"] = run_id
+
+
+@variants
+def test_success_notifications_arrive_in_the_service_format(
+    dagster_project: DagsterProject,
+) -> None:
+    """For the scheduled run, and for the CLI run (which belongs to no code location)."""
+    run_ids = [
+        dagster_project.facts[name]
+        for name in ("scheduled_run", "cli_run")
+        if name in dagster_project.facts
+    ]
+    assert "scheduled_run" in dagster_project.facts, "no scheduled run succeeded"
+    for run_id in run_ids:
+        text = wait_until(
+            lambda run_id=run_id: dagster_project.notification_about(run_id, "✅"),
+            90,
+            f"no success notification for run {run_id}: {dagster_project.webhook.payloads}",
+        )
+        assert "succeeded" in text
