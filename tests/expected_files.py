@@ -39,22 +39,45 @@ CORE = {
 }
 
 # The MLflow track: rendered always (serving and inference live in the package).
-MLFLOW = set()
+MLFLOW = {
+    "docs/mlflow_cheatsheet.md",
+    "src/{package}/serving.py",
+}
 
 # Rendered when include_notebooks is true.
-NOTEBOOKS = set()
+NOTEBOOKS = {
+    "notebooks/01_messy_notebook.ipynb",
+    "notebooks/01b_mlflow_transition.ipynb",
+    "notebooks/02_mlflow_organized.ipynb",
+}
+
+# Rendered when include_notebooks and include_solutions are true (the teacher's copy).
+SOLUTIONS = {"notebooks/solutions/01b_mlflow_transition_solutions.ipynb"}
 
 # Rendered when orchestrator is prefect or both.
-PREFECT = set()
+PREFECT = {
+    "Dockerfile.prefect",
+    "docs/prefect.md",
+    "pipelines/examples/Prefect_ML_Pipeline.py",
+    "pipelines/workshop/prefect/Prefect_Workshop.py",
+}
 
 # Rendered when orchestrator is dagster or both.
-DAGSTER = set()
+DAGSTER = {
+    "Dockerfile.dagster",
+    "dagster_home/dagster.yaml",
+    "dagster_home/workspace.yaml",
+    "docs/dagster.md",
+    "pipelines/examples/Dagster_ML_Pipeline.py",
+    "pipelines/workshop/dagster/Dagster_Workshop.py",
+}
 
 # Rendered when include_airflow is true.
-AIRFLOW = set()
+AIRFLOW = {"docs/airflow_overview.md", "pipelines/airflow/churn_training_dag.py"}
 
-# Docker Compose stack and images: rendered always.
-DOCKER = set()
+# Docker Compose stack and MLflow's image: rendered always (each orchestrator's
+# image belongs to its track above).
+DOCKER = {"docker-compose.yml", "Dockerfile.mlflow"}
 
 CI = {"github": {".github/workflows/ci.yml"}, "gitlab": {".gitlab-ci.yml"}, "none": set()}
 
@@ -64,6 +87,8 @@ def expected_files(answers: dict) -> set[str]:
     files = CORE | MLFLOW | DOCKER | CI[answers["ci"]]
     if answers["include_notebooks"]:
         files |= NOTEBOOKS
+        if answers.get("include_solutions", False):
+            files |= SOLUTIONS
     if orchestrator in ("prefect", "both"):
         files |= PREFECT
     if orchestrator in ("dagster", "both"):
