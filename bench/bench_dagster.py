@@ -26,14 +26,16 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from measure import pss_mib, tree_pss_mib  # noqa: E402
+
 from helpers import (  # noqa: E402
     DEFAULT_PACKAGE,
     ProjectEnv,
+    create_project_env,
     free_port,
     http_ok,
     render,
     snapshot_template,
-    uv_executable,
     wait_until,
 )
 
@@ -49,25 +51,7 @@ LOCATION_QUERY = """
 
 def build_env(template: Path, work: Path) -> tuple[Path, ProjectEnv]:
     project = render(template, work / "project", orchestrator="dagster")
-    venv = work / "venv"
-    uv = uv_executable()
-    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-    subprocess.run(
-        [
-            uv,
-            "pip",
-            "install",
-            "--quiet",
-            "--python",
-            str(venv / "bin/python"),
-            "-r",
-            "pyproject.toml",
-            "--all-extras",
-        ],
-        check=True,
-        cwd=project,
-    )
-    return project, ProjectEnv(venv)
+    return project, create_project_env(work / "venv", project)
 
 
 def start(env: ProjectEnv, project: Path, args: list[str], log: Path, **extra: str):
@@ -82,29 +66,9 @@ def start(env: ProjectEnv, project: Path, args: list[str], log: Path, **extra: s
         )
 
 
-def process_tree(pid: int) -> list[int]:
-    """The process and its descendants (children of every thread, not only the main one)."""
-    kids: list[int] = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):  # a thread or process may end meanwhile
-            kids += [int(child) for child in children.read_text().split()]
-    return [pid, *(grandchild for kid in kids for grandchild in process_tree(kid))]
-
-
-def pss_mib(pid: int) -> float:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0.0  # ended meanwhile
-    for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def memory(pid: int) -> tuple[float, float]:
     """PSS of the process alone and of its whole tree (code servers, runs)."""
-    return pss_mib(pid), sum(pss_mib(p) for p in process_tree(pid))
+    return pss_mib(pid), tree_pss_mib(pid)
 
 
 def graphql(url: str, query: str) -> dict:

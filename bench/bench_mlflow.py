@@ -24,14 +24,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from measure import process_tree, pss_mib  # noqa: E402
+
 from helpers import (  # noqa: E402
     DEFAULT_PACKAGE,
     ProjectEnv,
+    create_project_env,
     free_port,
     http_ok,
     render,
     snapshot_template,
-    uv_executable,
     wait_until,
 )
 
@@ -42,30 +44,7 @@ SOLUTIONS = "notebooks/solutions/01b_mlflow_transition_solutions.ipynb"
 
 def build_env(template: Path, work: Path) -> tuple[Path, ProjectEnv]:
     project = render(template, work / "project")
-    venv = work / "venv"
-    uv = uv_executable()
-    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-    install = [uv, "pip", "install", "--quiet", "--python", str(venv / "bin/python")]
-    subprocess.run(
-        [*install, "-r", "pyproject.toml", "--all-extras", "--group", "pyproject.toml:dev"],
-        check=True,
-        cwd=project,
-    )
-    return project, ProjectEnv(venv)
-
-
-def process_tree(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = [int(p) for p in children.read_text().split()] if children.exists() else []
-    return [pid, *(grandchild for kid in kids for grandchild in process_tree(kid))]
-
-
-def pss_mib(pid: int) -> float:
-    try:
-        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-    except FileNotFoundError:
-        return 0.0
-    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("Pss:")), 0.0)
+    return project, create_project_env(work / "venv", project)
 
 
 def server_memory(supervisor: int) -> tuple[int, float]:

@@ -25,60 +25,21 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from measure import process_tree, tree_pss_mib  # noqa: E402
+
 from helpers import (  # noqa: E402
     DevStack,
     ProjectEnv,
+    create_project_env,
     free_port,
     http_ok,
     render,
     snapshot_template,
-    uv_executable,
     wait_until,
 )
 
 WORKSHOP = "pipelines/workshop/prefect/Prefect_Workshop.py"
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "bench-prefect-env"
-
-
-def build_env(venv: Path, project: Path) -> ProjectEnv:
-    if not (venv / "ready").exists():
-        uv = uv_executable()
-        subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-        subprocess.run(
-            [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")]
-            + ["-r", "pyproject.toml", "--all-extras"],
-            check=True,
-            cwd=project,
-        )
-        (venv / "ready").touch()
-    return ProjectEnv(venv)
-
-
-def process_tree(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-    tree, frontier = [root], [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        tree += children
-        frontier = children
-    return tree
-
-
-def pss_mib(root: int) -> float:
-    """Proportional set size of a process and its descendants (shared pages split fairly)."""
-    total_kib = 0
-    for pid in process_tree(root):
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        total_kib += int(re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE).group(1))
-    return total_kib / 1024
 
 
 def service_pid(devstack: DevStack, marker: str) -> int:
@@ -138,7 +99,7 @@ def deploy_to_first_scheduled_run(
     peak = [0.0]
 
     def completed() -> bool:
-        peak[0] = max(peak[0], pss_mib(worker))
+        peak[0] = max(peak[0], tree_pss_mib(worker))
         runs = requests.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
         runs = [run for run in runs if run["auto_scheduled"]]
         if any(run["state"]["type"] == "RUNNING" for run in runs):
@@ -163,7 +124,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         template = snapshot_template(Path(workdir) / "template")
         project = render(template, Path(workdir) / "project", orchestrator="prefect")
-        env = build_env(args.venv, project)
+        env = create_project_env(args.venv, project, dev_group=False)
         mlflow_port, prefect_port = free_port(), free_port()
         ports = {
             "MLFLOW_PORT": str(mlflow_port),
@@ -181,7 +142,7 @@ def main() -> None:
             worker = service_pid(devstack, "prefect worker start")
             pool = f"{ports['PREFECT_API_URL']}/work_pools/workshop-pool/workers/filter"
             wait_until(lambda: requests.post(pool, json={}, timeout=10).json(), 120, "no worker")
-            print(f"Prefect server memory (PSS, idle):          {pss_mib(server):6.0f} MiB")
+            print(f"Prefect server memory (PSS, idle):          {tree_pss_mib(server):6.0f} MiB")
             sequential, parallel = part3_times(env, project, ports)
             print(f"Part 3 training, sequential:                {sequential:6.1f} s")
             print(f"Part 3 training, parallel (3 threads):      {parallel:6.1f} s", flush=True)
@@ -190,8 +151,8 @@ def main() -> None:
             print(f"deploy to first scheduled run completed:    {done:6.1f} s")
             print(f"Prefect worker memory (PSS, peak in a run): {peak:6.0f} MiB")
             wait_until(lambda: process_tree(worker) == [worker], 300, "flow runs still running")
-            print(f"Prefect server memory (PSS, after runs):    {pss_mib(server):6.0f} MiB")
-            print(f"Prefect worker memory (PSS, idle after runs): {pss_mib(worker):4.0f} MiB")
+            print(f"Prefect server memory (PSS, after runs):    {tree_pss_mib(server):6.0f} MiB")
+            print(f"Prefect worker memory (PSS, idle after runs): {tree_pss_mib(worker):4.0f} MiB")
         print(f"machine load at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -8,15 +8,13 @@ file lock) and shared by every test that runs project code.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-from helpers import ProjectEnv, render, snapshot_template, uv_executable
+from helpers import ProjectEnv, create_project_env, render, snapshot_template
 
 ENV_ANSWERS = {"orchestrator": "both", "include_notebooks": True}
 
@@ -47,12 +45,7 @@ def project_env(
         shared = shared.parent  # the folder all xdist workers share
     venv = shared / "project-env"
     with FileLock(str(shared / "project-env.lock")):
-        if not (venv / "ready").exists():
-            project = render(template_dir, shared / "env-project", **ENV_ANSWERS)
-            uv, python = uv_executable(), str(venv / "bin" / "python")
-            subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
-            install = [uv, "pip", "install", "-q", "-p", python, "-r", "pyproject.toml"]
-            everything = ["--all-extras", "--group", "pyproject.toml:dev"]
-            subprocess.run([*install, *everything], check=True, cwd=project)
-            (venv / "ready").touch()
-    return ProjectEnv(venv)
+        if (venv / "ready").exists():
+            return ProjectEnv(venv)
+        project = render(template_dir, shared / "env-project", **ENV_ANSWERS)
+        return create_project_env(venv, project)

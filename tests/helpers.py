@@ -137,6 +137,19 @@ class ProjectEnv:
         return result
 
 
+def create_project_env(venv: Path, project: Path, dev_group: bool = True) -> ProjectEnv:
+    """A venv with every dependency of ``project`` (all extras); reused once complete."""
+    if not (venv / "ready").exists():
+        uv, python = uv_executable(), str(venv / "bin" / "python")
+        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+        install = [uv, "pip", "install", "-q", "-p", python, "-r", "pyproject.toml", "--all-extras"]
+        if dev_group:
+            install += ["--group", "pyproject.toml:dev"]
+        subprocess.run(install, check=True, cwd=project)
+        (venv / "ready").touch()
+    return ProjectEnv(venv)
+
+
 class DevStack:
     """``python -m <package> dev`` in the background, as a student runs ``make dev``."""
 
