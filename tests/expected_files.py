@@ -24,6 +24,7 @@ CORE = {
     "src/{package}/config.py",
     "src/{package}/data.py",
     "src/{package}/devstack.py",
+    "src/{package}/errors.py",
     "src/{package}/evaluation.py",
     "src/{package}/features.py",
     "src/{package}/notifications.py",

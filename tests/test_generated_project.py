@@ -63,7 +63,7 @@ def test_taken_port_is_reported_before_anything_starts(render_project, project_e
             [str(project_env.python), "-m", DEFAULT_PACKAGE, "dev"],
             project,
             check=False,
-            timeout=60,
+            timeout=300,
             MLFLOW_PORT=str(port),
         )
     assert result.returncode == 1
@@ -79,7 +79,7 @@ def test_unreachable_tracking_server_is_named(render_project, project_env):
         [str(project_env.python), "-m", DEFAULT_PACKAGE, "train"],
         project,
         check=False,
-        timeout=60,
+        timeout=300,
         MLFLOW_TRACKING_URI="http://127.0.0.1:9",
     )
     assert result.returncode == 1

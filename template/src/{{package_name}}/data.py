@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import WorkshopError
+
 TARGET = "churned"
 ID_COLUMN = "customer_id"
 NUMERIC_FEATURES = [
@@ -26,7 +28,7 @@ PAYMENTS = ["electronic-check", "credit-card", "bank-transfer", "mailed-check"]
 INTERNET = ["fiber", "dsl", "none"]
 
 
-class DataValidationError(ValueError):
+class DataValidationError(WorkshopError, ValueError):
     """The data set cannot be used for training; the message says why."""
 
 

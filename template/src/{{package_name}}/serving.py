@@ -24,6 +24,7 @@ from mlflow.types import DataType, Schema
 
 from .config import Settings
 from .devstack import port_is_free
+from .errors import WorkshopError
 from .tracking import CHAMPION_ALIAS, champion_uri, check_tracking_server
 
 HOST = "127.0.0.1"
@@ -31,15 +32,15 @@ READY_TIMEOUT_SECONDS = 120
 PREDICTION_COLUMN = "prediction"
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(WorkshopError, LookupError):
     """No model version carries the alias; the message says how to create one."""
 
 
-class MissingInputColumnsError(ValueError):
+class MissingInputColumnsError(WorkshopError, ValueError):
     """The CSV lacks columns the model's signature requires; the message names them."""
 
 
-class ModelServerError(RuntimeError):
+class ModelServerError(WorkshopError, RuntimeError):
     """The model server could not start; the message says why."""
 
 

@@ -17,13 +17,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
+from .errors import WorkshopError
 from .evaluation import PRIMARY_METRIC, confusion_matrix_figure
 from .training import model_params
 
 CHAMPION_ALIAS = "champion"
 
 
-class TrackingServerUnreachableError(RuntimeError):
+class TrackingServerUnreachableError(WorkshopError, RuntimeError):
     """The MLflow server cannot be reached; the message says how to start it."""
 
 
