@@ -42,7 +42,7 @@ def time_matrix(runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=7)
-    parser.add_argument("--matrix-runs", type=int, default=1)
+    parser.add_argument("--matrix-runs", type=int, default=1, help="0 skips the matrix")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         template = snapshot_template(Path(folder))
@@ -50,6 +50,8 @@ def main() -> None:
     print(
         f"copier copy, default answers: median {statistics.median(copies):.2f} s over {len(copies)}"
     )
+    if args.matrix_runs < 1:
+        return  # --matrix-runs 0: the copy figure only
     matrix = time_matrix(args.matrix_runs)
     print(
         f"render-and-check matrix (648 combinations, pytest -n 4): median "
