@@ -32,10 +32,10 @@ from helpers import (  # noqa: E402
     DEFAULT_PACKAGE,
     ProjectEnv,
     create_project_env,
-    free_port,
     http_ok,
     render,
     snapshot_template,
+    stack_env,
     wait_until,
 )
 
@@ -84,11 +84,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-dagster-"))
     template = snapshot_template(work / "template")
     project, env = build_env(template, work)
-    mlflow_port, dagster_port = free_port(), free_port()
     settings = {
-        "MLFLOW_PORT": str(mlflow_port),
-        "DAGSTER_PORT": str(dagster_port),
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        **stack_env("dagster"),
         "SCHEDULE_CRON": "* * * * *",
         "DAGSTER_HOME": str(project / "dagster_home"),
         "PROJECT_ROOT": str(project),
@@ -108,7 +105,7 @@ def main() -> None:
                 **settings,
             )
         )
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{mlflow_port}/health"), 180, "no MLflow")
+        wait_until(lambda: http_ok(f"{settings['MLFLOW_TRACKING_URI']}/health"), 180, "no MLflow")
         env.run(
             [
                 str(env.bin / "dagster"),
@@ -131,7 +128,7 @@ def main() -> None:
                 "-h",
                 "127.0.0.1",
                 "-p",
-                str(dagster_port),
+                settings["DAGSTER_PORT"],
                 "-w",
                 workspace,
             ],
@@ -139,7 +136,7 @@ def main() -> None:
             **settings,
         )
         processes.append(webserver)
-        url = f"http://127.0.0.1:{dagster_port}"
+        url = f"http://127.0.0.1:{settings['DAGSTER_PORT']}"
         wait_until(lambda: http_ok(f"{url}/server_info"), 180, "webserver not healthy")
         healthy = time.monotonic() - started
         wait_until(lambda: location_loaded(f"{url}/graphql"), 180, "code location not loaded")

@@ -34,6 +34,7 @@ from helpers import (  # noqa: E402
     http_ok,
     render,
     snapshot_template,
+    stack_env,
     wait_until,
 )
 
@@ -66,10 +67,8 @@ def run_notebook(env: ProjectEnv, project: Path, name: str, **settings: str) -> 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-mlflow-"))
     project, env = build_env(snapshot_template(work / "template"), work)
-    port = free_port()
     settings = {
-        "MLFLOW_PORT": str(port),
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        **stack_env(),
         "SERVING_PORT": str(free_port()),
     }
     env.run([str(env.python), "-m", DEFAULT_PACKAGE, "generate-data"], project)
@@ -85,7 +84,9 @@ def main() -> None:
         start_new_session=True,
     )
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 180, "MLflow not healthy")
+        wait_until(
+            lambda: http_ok(f"{settings['MLFLOW_TRACKING_URI']}/health"), 180, "MLflow not healthy"
+        )
         healthy = time.monotonic() - started
         processes, pss = server_memory(dev.pid)
         print(f"MLflow server: healthy after {healthy:.1f} s")

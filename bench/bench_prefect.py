@@ -31,10 +31,10 @@ from helpers import (  # noqa: E402
     DevStack,
     ProjectEnv,
     create_project_env,
-    free_port,
     http_ok,
     render,
     snapshot_template,
+    stack_env,
     wait_until,
 )
 
@@ -125,12 +125,8 @@ def main() -> None:
         template = snapshot_template(Path(workdir) / "template")
         project = render(template, Path(workdir) / "project", orchestrator="prefect")
         env = create_project_env(args.venv, project, dev_group=False)
-        mlflow_port, prefect_port = free_port(), free_port()
         ports = {
-            "MLFLOW_PORT": str(mlflow_port),
-            "PREFECT_PORT": str(prefect_port),
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-            "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+            **stack_env("prefect"),
             "PREFECT_HOME": str(project / ".workshop" / "client-prefect"),
         }
         env.run([str(env.python), "generate_sample_data.py"], project, **ports)

@@ -59,6 +59,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stack_env(*orchestrators: str) -> dict[str, str]:
+    """Free ports for the dev stack's servers and the URLs its clients need.
+
+    MLflow always; ``"prefect"`` and ``"dagster"`` add theirs. Every client of a
+    Prefect server needs ``PREFECT_API_URL``, or it quietly starts its own server.
+    """
+    mlflow = free_port()
+    env = {"MLFLOW_PORT": str(mlflow), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow}"}
+    if "prefect" in orchestrators:
+        prefect = free_port()
+        env |= {"PREFECT_PORT": str(prefect), "PREFECT_API_URL": f"http://127.0.0.1:{prefect}/api"}
+    if "dagster" in orchestrators:
+        env["DAGSTER_PORT"] = str(free_port())
+    return env
+
+
 def wait_until(
     condition: Callable[[], T], timeout: float, message: str, interval: float = 0.5
 ) -> T:

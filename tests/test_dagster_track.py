@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import DEFAULT_PACKAGE, DevStack, ProjectEnv, free_port, wait_until
+from helpers import DEFAULT_PACKAGE, DevStack, ProjectEnv, free_port, stack_env, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster")]
 
@@ -257,24 +257,18 @@ def prepare_project(variant: str, render_project, project_env: ProjectEnv) -> Da
         project,
     )
     write_data_without_target(project / "data/customer_data.csv", project / "data/no_target.csv")
-    mlflow_port, dagster_port = free_port(), free_port()
     webhook = WebhookCatcher()
-    stack_env = {
-        "MLFLOW_PORT": str(mlflow_port),
-        "DAGSTER_PORT": str(dagster_port),
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-        f"{service.upper()}_WEBHOOK_URL": webhook.url,
-        **extra_env,
-    }
+    servers = stack_env("dagster")
+    environment = {**servers, f"{service.upper()}_WEBHOOK_URL": webhook.url, **extra_env}
     return DagsterProject(
         variant,
         project,
         project_env,
         service,
         webhook,
-        stack_env,
-        graphql_url=f"http://127.0.0.1:{dagster_port}/graphql",
-        mlflow_url=f"http://127.0.0.1:{mlflow_port}",
+        environment,
+        graphql_url=f"http://127.0.0.1:{servers['DAGSTER_PORT']}/graphql",
+        mlflow_url=servers["MLFLOW_TRACKING_URI"],
     )
 
 

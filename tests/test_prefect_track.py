@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import DevStack, ProjectEnv, free_port, wait_until
+from helpers import DevStack, ProjectEnv, free_port, stack_env, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("prefect")]
 
@@ -62,12 +62,8 @@ def project(render_project) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(project: Path, project_env: ProjectEnv) -> Iterator[Stack]:
-    mlflow_port, prefect_port = free_port(), free_port()
     env = {
-        "MLFLOW_PORT": str(mlflow_port),
-        "PREFECT_PORT": str(prefect_port),
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        **stack_env("prefect"),
         # The clients' result storage (the feature cache) stays inside the test project.
         "PREFECT_HOME": str(project / ".workshop" / "client-prefect"),
     }
