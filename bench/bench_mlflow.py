@@ -8,7 +8,9 @@ group) in a fresh venv with uv, generates the data, then:
   from ``/proc/<pid>/smaps_rollup`` summed over the server's process tree);
 - executes each notebook with nbclient, in order, in a kernel of that venv (01b with
   the solutions filled in) and prints the time each takes;
-- prints the server's memory again, after the notebooks' runs and models.
+- prints the server's memory again, after the notebooks' runs and models;
+- prints how long ``predict`` takes to fail against a tracking URI nobody answers
+  (the CLI's own check, instead of MLflow's minutes of retries).
 
 Run: ``.venv/bin/python bench/bench_mlflow.py`` (about 3-5 minutes).
 """
@@ -64,6 +66,24 @@ def run_notebook(env: ProjectEnv, project: Path, name: str, **settings: str) -> 
     return json.loads(result.stdout.splitlines()[-1])
 
 
+def time_to_unreachable_error(env: ProjectEnv, project: Path) -> float:
+    """Seconds for the CLI to refuse a tracking URI nobody listens on."""
+    predict = ["predict", "--input", "x.csv", "--output", "y.csv"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(env.python), "-m", DEFAULT_PACKAGE, *predict],
+        cwd=project,
+        env=env.environ(project, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    if result.returncode != 1 or "not reachable" not in result.stderr:
+        raise SystemExit(f"unexpected outcome for an unreachable server:\n{result.stderr}")
+    return seconds
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-mlflow-"))
     project, env = build_env(snapshot_template(work / "template"), work)
@@ -72,6 +92,8 @@ def main() -> None:
         "SERVING_PORT": str(free_port()),
     }
     env.run([str(env.python), "-m", DEFAULT_PACKAGE, "generate-data"], project)
+    seconds = time_to_unreachable_error(env, project)
+    print(f"predict against an unreachable server: fails after {seconds:.1f} s")
     (project / ".workshop").mkdir(exist_ok=True)
     log = (project / ".workshop" / "bench-dev.out").open("wb")
     started = time.monotonic()

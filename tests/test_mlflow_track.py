@@ -16,7 +16,6 @@ import random
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ FEATURES = [
     "internet_service",
 ]
 DATA_ROWS = 2000  # enough signal for the models, quick to train in every notebook
+EXPERIMENT = "churn-prediction"  # the project's default experiment name
 
 # What the server holds, read with MlflowClient inside the project's environment.
 SERVER_FACTS = """
@@ -99,6 +99,13 @@ def tracking_uri(project_env: ProjectEnv, project: Path) -> Iterator[str]:
         yield uri
 
 
+def create_experiment(tracking_uri: str, name: str) -> None:
+    response = requests.post(
+        f"{tracking_uri}/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=30
+    )
+    response.raise_for_status()
+
+
 def start_runner(
     project_env: ProjectEnv, project: Path, name: str, jobs: list[dict], **env: str
 ) -> subprocess.Popen:
@@ -138,8 +145,11 @@ def executed(project_env: ProjectEnv, project: Path, tracking_uri: str) -> dict[
     """Every notebook executed top to bottom, 01b with the solutions filled in.
 
     Each notebook gets its own kernel, and they run side by side to save time:
-    none of their checks depends on another notebook having run first.
+    none of their checks depends on another notebook having run first. The
+    experiment is created first: two kernels creating it at the same moment hit
+    MLflow's race in ``set_experiment``, which leaves the loser's runs in "Default".
     """
+    create_experiment(tracking_uri, EXPERIMENT)
     runners = []
     for name in NOTEBOOKS:
         job = {"notebook": f"notebooks/{name}.ipynb", "output": f".workshop/{name}.out.ipynb"}
@@ -249,7 +259,6 @@ class Outcome:
     returncode: int
     stdout: str
     stderr: str
-    seconds: float
     uri: str
 
 
@@ -328,7 +337,6 @@ def commands(
     port = quiet_port()
     log = project / ".workshop" / "serve-model.log"
     server = cli(project_env, project, ["serve-model", "--port", str(port)], tracking_uri, log)
-    started = time.monotonic()
     predict = ["predict", "--input", "data/customer_data.csv", "--output", "predictions.csv"]
     runs = {
         "predict": (predict, tracking_uri),
@@ -351,8 +359,7 @@ def commands(
     outcomes = {}
     for name, process in one_shots.items():
         stdout, stderr = process.communicate(timeout=600)
-        seconds = time.monotonic() - started
-        outcomes[name] = Outcome(process.returncode, stdout, stderr, seconds, runs[name][1])
+        outcomes[name] = Outcome(process.returncode, stdout, stderr, runs[name][1])
     return outcomes, Served(status, body, log.read_text(), stopped)
 
 
@@ -385,12 +392,13 @@ def test_predict_names_the_missing_column(
 
 
 @pytest.mark.parametrize("name", ["predict-unreachable", "serve-unreachable"])
-def test_unreachable_tracking_server_is_named_fast(
+def test_unreachable_tracking_server_is_named_once(
     name: str, commands: tuple[dict[str, Outcome], Served]
 ):
     outcome = commands[0][name]
     assert outcome.returncode == 1
     assert outcome.uri in outcome.stderr and "make dev" in outcome.stderr, outcome.stderr
+    # One line, before MLflow's client starts its minutes of logged retries
+    # (bench/bench_mlflow.py prints how long the failure takes).
     assert "Traceback" not in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1
-    # MLflow's own retries would take minutes; this includes the slow import of MLflow.
-    assert outcome.seconds < 120
+    assert "Retry" not in outcome.stderr
