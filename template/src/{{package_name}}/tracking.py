@@ -43,10 +43,13 @@ def check_tracking_server(uri: str, timeout: float = 3.0) -> None:
 
 
 def setup_tracking(tracking_uri: str, experiment_name: str) -> str:
-    """Point MLflow at the server and experiment; returns the experiment id."""
+    """Point MLflow at the server and make the experiment the active one; returns its id."""
     check_tracking_server(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.set_experiment(experiment_name).experiment_id
+    experiment = mlflow.set_experiment(experiment_name)
+    # When another process creates the experiment at the same moment, MLflow returns it
+    # without making it active, and runs land in "Default". Set by id, it always is.
+    return mlflow.set_experiment(experiment_id=experiment.experiment_id).experiment_id
 
 
 def sklearn_internal_types(model: Pipeline) -> list[str]:
