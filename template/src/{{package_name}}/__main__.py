@@ -12,10 +12,6 @@ from pathlib import Path
 
 from .errors import WorkshopError
 
-# Known failures, caught without importing the heavy modules that raise them:
-# WorkshopError subclasses, a missing file, and a bad value (an unknown model name).
-EXPECTED_ERRORS = (WorkshopError, FileNotFoundError, ValueError)
-
 
 def generate_data(args: argparse.Namespace) -> None:
     from .config import load_settings
@@ -94,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except EXPECTED_ERRORS as error:
+    except WorkshopError as error:  # known failures, caught without importing their modules
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

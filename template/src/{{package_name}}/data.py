@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import WorkshopError
+from .errors import InputFileNotFoundError, WorkshopError
 
 TARGET = "churned"
 ID_COLUMN = "customer_id"
@@ -80,7 +80,7 @@ def load_customer_data(path: str | Path) -> pd.DataFrame:
     """Read the customer CSV, with an actionable message when it is missing."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputFileNotFoundError(
             f"Data file {path} not found. Create it with `python generate_sample_data.py` "
             "(or `make data`)."
         )

@@ -24,7 +24,7 @@ from mlflow.types import DataType, Schema
 
 from .config import Settings
 from .devstack import port_is_free
-from .errors import WorkshopError
+from .errors import InputFileNotFoundError, WorkshopError
 from .tracking import CHAMPION_ALIAS, champion_uri, check_tracking_server
 
 HOST = "127.0.0.1"
@@ -190,7 +190,7 @@ def predict_csv(input_path: str | Path, output_path: str | Path, model_uri: str)
     """Batch inference: read a CSV, check its columns, write it back with predictions."""
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
-        raise FileNotFoundError(f"Input file {input_path} not found")
+        raise InputFileNotFoundError(f"Input file {input_path} not found")
     frame = pd.read_csv(input_path)
     model = mlflow.pyfunc.load_model(model_uri)
     check_columns(frame, required_columns(model), input_path)

@@ -10,6 +10,7 @@ from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from .errors import WorkshopError
 from .features import build_preprocessor
 
 MODEL_FACTORIES: dict[str, Callable[[int], ClassifierMixin]] = {
@@ -22,10 +23,14 @@ MODEL_FACTORIES: dict[str, Callable[[int], ClassifierMixin]] = {
 DEFAULT_MODELS = list(MODEL_FACTORIES)
 
 
+class UnknownModelError(WorkshopError, ValueError):
+    """A model name outside ``MODEL_FACTORIES``; the message lists the known ones."""
+
+
 def build_model(name: str, seed: int = 42) -> Pipeline:
     if name not in MODEL_FACTORIES:
         known = ", ".join(MODEL_FACTORIES)
-        raise ValueError(f"Unknown model {name!r}: choose from {known}")
+        raise UnknownModelError(f"Unknown model {name!r}: choose from {known}")
     return Pipeline(
         [("preprocess", build_preprocessor()), ("classifier", MODEL_FACTORIES[name](seed))]
     )
