@@ -87,12 +87,20 @@ def run_tool(*args: str | Path, cwd: Path) -> None:
     assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout}\n{result.stderr}"
 
 
-def check_schema_once(path: Path, schema: str) -> None:
+def validate_once(path: Path, *validator: str | Path) -> None:
     """Validate each distinct file content once: identical text, identical verdict."""
-    digest = hashlib.sha256(path.read_bytes() + schema.encode()).hexdigest()
+    digest = hashlib.sha256(path.read_bytes() + repr(validator).encode()).hexdigest()
     if digest not in _validated:
-        run_tool(BIN / "check-jsonschema", "--builtin-schema", schema, path, cwd=path.parent)
+        run_tool(*validator, path, cwd=path.parent)
         _validated.add(digest)
+
+
+def check_precommit_ruff_matches_dev_group(project: Path) -> None:
+    """The hook and `ruff` in the dev group must agree, or they format differently."""
+    config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+    [ruff_hooks] = [r for r in config["repos"] if r["repo"].endswith("/ruff-pre-commit")]
+    pinned = f'"ruff=={ruff_hooks["rev"].removeprefix("v")}"'
+    assert pinned in (project / "pyproject.toml").read_text(), pinned
 
 
 @pytest.mark.parametrize("answers", COMBINATIONS, ids=combination_id)
@@ -116,7 +124,9 @@ def test_combination_renders_a_clean_project(answers: dict, template_dir: Path, 
     run_tool(BIN / "ruff", "format", "--check", "--no-cache", ".", cwd=project)
     for relative, schema in CI_SCHEMAS.items():
         if relative in files:
-            check_schema_once(project / relative, schema)
+            validate_once(project / relative, BIN / "check-jsonschema", "--builtin-schema", schema)
+    validate_once(project / ".pre-commit-config.yaml", BIN / "pre-commit", "validate-config")
+    check_precommit_ruff_matches_dev_group(project)
 
 
 def test_custom_answers_reach_every_file_that_names_them(render_project):
