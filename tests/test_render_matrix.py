@@ -158,7 +158,29 @@ def test_custom_answers_reach_every_file_that_names_them(render_project):
     assert 'SCHEDULE_TIMEZONE = "Europe/Paris"' in config
     assert 'name = "atelier-ete-2026"' in (project / "pyproject.toml").read_text()
     assert "http://localhost:5100" in (project / "README.md").read_text()
+    cheatsheet = (project / "docs/mlflow_cheatsheet.md").read_text()
+    assert "http://127.0.0.1:5101/invocations" in cheatsheet  # SERVING_PORT's default
+    assert "from atelier_ete_2026.config import load_settings" in cheatsheet
     run_tool(BIN / "ruff", "check", "--no-cache", ".", cwd=project)
+
+
+def test_docs_follow_the_chosen_language(render_project):
+    titles = {}
+    for language in ("en", "fr"):
+        docs = render_project(f"docs-{language}", docs_language=language) / "docs"
+        titles[language] = {path.name: path.read_text().splitlines()[0] for path in docs.iterdir()}
+    assert titles["fr"] == {
+        "mlflow_cheatsheet.md": "# Aide-mémoire MLflow",
+        "prefect.md": "# Parcours Prefect",
+        "dagster.md": "# Parcours Dagster (bonus)",
+        "airflow_overview.md": "# Airflow : vue d’ensemble pour comparer",
+    }
+    assert titles["en"] == {
+        "mlflow_cheatsheet.md": "# MLflow cheat sheet",
+        "prefect.md": "# Prefect track",
+        "dagster.md": "# Dagster track (bonus)",
+        "airflow_overview.md": "# Airflow: an overview for comparison",
+    }
 
 
 def test_secrets_are_never_answers(render_project):
