@@ -46,7 +46,7 @@ SOLUTIONS = "notebooks/solutions/01b_mlflow_transition_solutions.ipynb"
 
 
 def build_env(template: Path, work: Path) -> tuple[Path, ProjectEnv]:
-    project = render(template, work / "project")
+    project = render(template, work / "project", include_solutions=True)  # the teacher's copy
     return project, create_project_env(work / "venv", project)
 
 
