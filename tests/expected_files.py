@@ -33,6 +33,7 @@ CORE = {
     "src/{package}/training.py",
     "tests/conftest.py",
     "tests/test_data.py",
+    "tests/test_devstack.py",
     "tests/test_features.py",
     "tests/test_notifications.py",
     "tests/test_tracking.py",
