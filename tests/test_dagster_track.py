@@ -31,7 +31,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import DEFAULT_PACKAGE, DevStack, ProjectEnv, free_port, stack_env, wait_until
+from helpers import (
+    DEFAULT_PACKAGE,
+    STRICT_WARNINGS,
+    DevStack,
+    ProjectEnv,
+    free_port,
+    stack_env,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster")]
 
@@ -374,19 +382,9 @@ def test_cli_materializes_all_assets_checks_pass_and_mlflow_gets_runs(
 def test_workshop_script_materializes_in_process_without_deprecations(
     dagster_project: DagsterProject,
 ) -> None:
-    """``python Dagster_Workshop.py``: lineage, then one in-process run logged to MLflow.
-
-    MLflow's own pandas deprecation (raised inside ``log_model``) is not ours to fix.
-    """
+    """``python Dagster_Workshop.py``: lineage, then one in-process run logged to MLflow."""
     result = dagster_project.env.run(
-        [
-            str(dagster_project.env.python),
-            "-W",
-            "error::DeprecationWarning",
-            "-W",
-            "ignore:Operation with range is deprecated",
-            WORKSHOP,
-        ],
+        [str(dagster_project.env.python), *STRICT_WARNINGS, WORKSHOP],
         dagster_project.project,
         timeout=420,
         **dagster_project.stack_env,

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import DevStack, ProjectEnv, free_port, stack_env, wait_until
+from helpers import STRICT_WARNINGS, DevStack, ProjectEnv, free_port, stack_env, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("prefect")]
 
@@ -124,13 +124,16 @@ def child_pids(parent: int) -> list[int]:
 def run_together(
     project_env: ProjectEnv, commands: dict[str, tuple[Path, list[str], dict[str, str]]]
 ) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Start every command at once (name: folder, arguments, env) and wait for all of them."""
+    """Start every command at once (name: folder, arguments, env) and wait for all of them.
+
+    Deprecation warnings are errors in them (``STRICT_WARNINGS``).
+    """
     with ExitStack() as files:
         started = {}
         for name, (folder, args, env) in commands.items():
             out, err = (files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2))
             process = subprocess.Popen(
-                [str(project_env.python), *args],
+                [str(project_env.python), *STRICT_WARNINGS, *args],
                 cwd=folder,
                 env=project_env.environ(folder, **env),
                 stdout=out,
@@ -382,7 +385,7 @@ def deployment(stack: Stack, project_env: ProjectEnv, pipeline) -> Iterator[Depl
     started = time.monotonic()
     with log.open("w") as output:
         process = subprocess.Popen(
-            [str(project_env.python), WORKSHOP, "deploy"],
+            [str(project_env.python), *STRICT_WARNINGS, WORKSHOP, "deploy"],
             cwd=stack.project,
             env=project_env.environ(stack.project, **stack.env, SCHEDULE_CRON="* * * * *"),
             stdout=output,
