@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +29,8 @@ STRICT_WARNINGS = [
     "-W",
     "ignore:Operation with range is deprecated",
 ]
+EXPERIMENT = "churn-prediction"  # MLFLOW_EXPERIMENT_NAME's default in .env.example
+MODEL_NAME = "churn-classifier"  # MLFLOW_MODEL_NAME's default
 T = TypeVar("T")
 
 
@@ -230,3 +235,62 @@ def uv_executable() -> str:
     """The uv of the template's dev environment (never a pyenv shim)."""
     beside = Path(sys.executable).parent / "uv"
     return str(beside) if beside.exists() else shutil.which("uv") or "uv"
+
+
+class WebhookRecorder:
+    """A local HTTP endpoint standing for Discord or Slack: records the JSON bodies posted."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+        payloads = self.payloads
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                payloads.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass  # keep the test output for the test
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def mlflow_api(tracking_uri: str, path: str, **params: str) -> requests.Response:
+    """GET on MLflow's REST API, as the UI reads it."""
+    return requests.get(f"{tracking_uri}/api/2.0/mlflow/{path}", params=params, timeout=10)
+
+
+def mlflow_runs_tagged(tracking_uri: str, tag: str, value: str) -> list[dict]:
+    """The runs of the project's experiment whose ``tag`` is ``value`` (none if no experiment)."""
+    found = mlflow_api(tracking_uri, "experiments/get-by-name", experiment_name=EXPERIMENT)
+    if found.status_code == 404:
+        return []  # nothing was ever logged
+    found.raise_for_status()
+    response = requests.post(
+        f"{tracking_uri}/api/2.0/mlflow/runs/search",
+        json={
+            "experiment_ids": [found.json()["experiment"]["experiment_id"]],
+            "filter": f"tags.{tag} = '{value}'",
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json().get("runs", [])
+
+
+def run_metrics(run: dict) -> dict[str, float]:
+    """A run's metrics as MLflow's REST API returns them, by name."""
+    return {metric["key"]: metric["value"] for metric in run["data"].get("metrics", [])}
+
+
+def champion_version(tracking_uri: str) -> requests.Response:
+    """The registered model's version that carries the ``champion`` alias."""
+    return mlflow_api(tracking_uri, "registered-models/alias", name=MODEL_NAME, alias="champion")
