@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import WorkshopError
+from .errors import report_known_failures
 
 
 def generate_data(args: argparse.Namespace) -> None:
@@ -27,8 +27,7 @@ def train(args: argparse.Namespace) -> None:
     from .pipeline import run_training_pipeline
 
     promotion = run_training_pipeline(args.models, test_size=args.test_size, seed=args.seed)
-    verdict = "is the new champion" if promotion.promoted else "did not beat the champion"
-    print(f"{promotion.model_name} version {promotion.version} {verdict}")
+    print(promotion.summary)
 
 
 def dev(args: argparse.Namespace) -> None:
@@ -88,12 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.handler(args)
-    except WorkshopError as error:  # known failures, caught without importing their modules
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return report_known_failures(lambda: args.handler(args))
 
 
 if __name__ == "__main__":

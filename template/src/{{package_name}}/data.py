@@ -87,6 +87,12 @@ def load_customer_data(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def data_version(path: str | Path) -> str:
+    """A fingerprint of the data file for cache keys: regenerating the data changes it."""
+    path = Path(path)
+    return str(path.stat().st_mtime_ns) if path.exists() else "missing"
+
+
 def missing_columns(frame: pd.DataFrame, required: list[str]) -> list[str]:
     return [column for column in required if column not in frame.columns]
 

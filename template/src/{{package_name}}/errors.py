@@ -1,8 +1,14 @@
 """The failures a user can fix, kept free of heavy imports.
 
-The CLI catches ``WorkshopError`` and prints its message on one line, so it can
-do that without importing MLflow or pandas first.
+Command-line entry points run through ``report_known_failures``, which prints
+a ``WorkshopError`` on one line, so they can do that without importing MLflow
+or pandas first.
 """
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 class WorkshopError(Exception):
@@ -11,3 +17,17 @@ class WorkshopError(Exception):
 
 class InputFileNotFoundError(WorkshopError, FileNotFoundError):
     """A file the user points at (a data set, a CSV to score) does not exist."""
+
+
+def report_known_failures(command: Callable[[], int | None]) -> int:
+    """Run ``command`` and return an exit code: its own (0 if it returns None), or 1
+    after a known failure.
+
+    A known failure ends with one line on stderr that says what to do; a
+    traceback would bury that sentence. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return command() or 0
+    except WorkshopError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1

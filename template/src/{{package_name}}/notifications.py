@@ -7,7 +7,6 @@ never from the answers file or the code. With no URL the pipeline carries on.
 from __future__ import annotations
 
 import logging
-import os
 
 import requests
 
@@ -38,11 +37,12 @@ def build_payload(service: str, title: str, message: str, success: bool = True) 
 
 def notify(title: str, message: str, success: bool = True, service: str | None = None) -> bool:
     """Send a message; returns whether it was delivered. Never raises on delivery."""
-    service = service or load_settings().notifications  # also loads .env
+    settings = load_settings()  # also loads .env
+    service = service or settings.notifications
     if service == "none":
         return False
     variable = WEBHOOK_VARIABLES[service]
-    url = os.environ.get(variable)
+    url = settings.webhook_url(variable)
     if not url:
         if variable not in _warned_missing:
             _warned_missing.add(variable)

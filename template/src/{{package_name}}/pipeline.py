@@ -67,7 +67,7 @@ def run_training_pipeline(
     tags: dict[str, str] | None = None,
 ) -> Promotion:
     settings = settings or load_settings()
-    setup_tracking(settings.mlflow_tracking_uri, settings.experiment_name)
+    setup_tracking(settings)
     split = split_data(load_validated_data(settings), test_size, seed)
     candidates = [train_and_log(name, split, seed, tags) for name in model_names or DEFAULT_MODELS]
     return promote_best(candidates, settings)

@@ -6,29 +6,27 @@ promoting a new version changes what is served without touching this code.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import pandas as pd
-import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.types import DataType, Schema
 
+from . import processes
 from .config import Settings
-from .devstack import port_is_free
 from .errors import InputFileNotFoundError, WorkshopError
-from .tracking import CHAMPION_ALIAS, champion_uri, check_tracking_server
+from .tracking import CHAMPION_ALIAS, champion_uri, connect
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 120
+STOP_TIMEOUT_SECONDS = 15
 PREDICTION_COLUMN = "prediction"
 
 
@@ -42,17 +40,6 @@ class MissingInputColumnsError(WorkshopError, ValueError):
 
 class ModelServerError(WorkshopError, RuntimeError):
     """The model server could not start; the message says why."""
-
-
-def serving_port(settings: Settings) -> int:
-    """``SERVING_PORT`` from the environment or ``.env``, else the port after MLflow's."""
-    return int(os.environ.get("SERVING_PORT", settings.mlflow_port + 1))
-
-
-def connect(settings: Settings) -> None:
-    """Point MLflow at the tracking server, failing fast when it is down."""
-    check_tracking_server(settings.mlflow_tracking_uri)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
 
 
 def require_champion(model_name: str) -> str:
@@ -69,56 +56,34 @@ def require_champion(model_name: str) -> str:
 
 def serve_command(model_uri: str, port: int, host: str = HOST) -> list[str]:
     """The ``mlflow models serve`` call; ``local`` reuses this environment, builds none."""
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    executable = str(mlflow_cli) if mlflow_cli.exists() else "mlflow"
-    command = [executable, "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    mlflow_cli = processes.venv_tool("mlflow")
+    command = [mlflow_cli, "models", "serve", "-m", model_uri, "--env-manager", "local"]
     return [*command, "-h", host, "-p", str(port)]
 
 
-def serve_env(tracking_uri: str) -> dict[str, str]:
-    """The server execs ``uvicorn``, so this environment's ``bin`` must come first on PATH."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def start_model_server(model_uri: str, port: int, tracking_uri: str) -> subprocess.Popen:
-    if not port_is_free(port):
+    if not processes.port_is_free(port):
         raise ModelServerError(
             f"Port {port} is already in use: stop what uses it or set SERVING_PORT in .env"
         )
     # A session of its own: stopping the group also stops the uvicorn it spawns.
-    return subprocess.Popen(
-        serve_command(model_uri, port), env=serve_env(tracking_uri), start_new_session=True
-    )
+    environment = processes.venv_environment(MLFLOW_TRACKING_URI=tracking_uri)  # it execs `uvicorn`
+    return subprocess.Popen(serve_command(model_uri, port), env=environment, start_new_session=True)
 
 
 def wait_until_ready(
     process: subprocess.Popen, port: int, timeout: float = READY_TIMEOUT_SECONDS
 ) -> None:
     """Poll ``/ping`` until the model is loaded; fail if the server dies or takes too long."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ModelServerError(f"The model server exited with code {process.returncode}")
-        try:
-            if requests.get(f"http://{HOST}:{port}/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise ModelServerError(f"The model server on port {port} was not ready within {timeout:.0f} s")
+    try:
+        processes.wait_until_healthy(process, f"http://{HOST}:{port}/ping", timeout)
+    except (processes.ProcessExitedError, processes.HealthTimeoutError) as error:
+        raise ModelServerError(f"The model server {error}") from None
 
 
 def stop_model_server(process: subprocess.Popen) -> None:
     """Stop the server and the uvicorn it spawned (its whole process group)."""
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    processes.stop_process_groups([process], STOP_TIMEOUT_SECONDS)
 
 
 @contextmanager
@@ -134,9 +99,9 @@ def model_server(model_uri: str, port: int, tracking_uri: str) -> Iterator[str]:
 
 def serve_champion(settings: Settings, port: int | None = None) -> None:
     """Serve the champion in the foreground until Ctrl+C (``make serve``)."""
-    connect(settings)
+    connect(settings.mlflow_tracking_uri)
     model_uri = require_champion(settings.model_name)
-    port = port or serving_port(settings)
+    port = port or settings.serving_port
     process = start_model_server(model_uri, port, settings.mlflow_tracking_uri)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on SIGTERM too
     print(f"Serving {model_uri} on http://{HOST}:{port}/invocations (Ctrl+C stops it)", flush=True)
@@ -201,5 +166,5 @@ def predict_csv(input_path: str | Path, output_path: str | Path, model_uri: str)
 
 
 def predict_with_champion(settings: Settings, input_path: Path, output_path: Path) -> pd.DataFrame:
-    connect(settings)
+    connect(settings.mlflow_tracking_uri)
     return predict_csv(input_path, output_path, require_champion(settings.model_name))

@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
+from .config import Settings
 from .errors import WorkshopError
 from .evaluation import PRIMARY_METRIC, confusion_matrix_figure
 from .training import model_params
@@ -42,11 +43,20 @@ def check_tracking_server(uri: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def setup_tracking(tracking_uri: str, experiment_name: str) -> str:
-    """Point MLflow at the server and make the experiment the active one; returns its id."""
+def connect(tracking_uri: str) -> None:
+    """Point MLflow at the server, failing fast when it is down."""
     check_tracking_server(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.set_experiment(experiment_name)
+
+
+def setup_tracking(settings: Settings) -> str:
+    """Point MLflow at the project's server and make its experiment the active one.
+
+    Returns the experiment's id. Every entry point that logs runs (the CLI, each
+    orchestrator, the organized notebook) starts here.
+    """
+    connect(settings.mlflow_tracking_uri)
+    experiment = mlflow.set_experiment(settings.experiment_name)
     # When another process creates the experiment at the same moment, MLflow returns it
     # without making it active, and runs land in "Default". Set by id, it always is.
     return mlflow.set_experiment(experiment_id=experiment.experiment_id).experiment_id
@@ -117,6 +127,12 @@ class Promotion:
     version: str
     promoted: bool
     previous_score: float | None
+
+    @property
+    def summary(self) -> str:
+        """The sentence every entry point prints at the end of a training run."""
+        verdict = "is the new champion" if self.promoted else "did not beat the champion"
+        return f"{self.model_name} version {self.version} {verdict}"
 
 
 def champion_score(client: MlflowClient, model_name: str, metric: str) -> float | None:

@@ -1,0 +1,98 @@
+"""Starting and stopping the local servers: ports, health checks, process groups.
+
+``make dev`` (``devstack``) and ``make serve`` (``serving``) both start servers
+as child processes; what they share lives here, with no heavy imports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+import requests
+
+POLL_SECONDS = 0.5
+
+
+class ProcessExitedError(RuntimeError):
+    """The server died before it was healthy; callers add where its log is."""
+
+
+class HealthTimeoutError(RuntimeError):
+    """The server did not answer its health check in time."""
+
+
+def venv_tool(name: str) -> str:
+    """An executable of the running virtual environment, found even if it is not on PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def venv_environment(**extra: str) -> dict[str, str]:
+    """This environment plus ``extra``, the venv's ``bin`` first on PATH.
+
+    Servers exec helpers by name (MLflow's model server runs ``uvicorn``), and
+    they must find this environment's copies, not whatever PATH holds.
+    """
+    env = {**os.environ, **extra}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    SO_REUSEADDR, as the servers themselves set it: right after a restart the old
+    connections linger in TIME_WAIT, which blocks a plain bind but not a server.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; raise if the process dies or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ProcessExitedError(f"exited with code {process.returncode} during start-up")
+        if answers(url):
+            return
+        time.sleep(POLL_SECONDS)
+    raise HealthTimeoutError(f"was not healthy on {url} within {timeout:.0f} s")
+
+
+def stop_process_groups(processes: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM each process group, newest first; SIGKILL what outlives the shared deadline.
+
+    Each server runs in a session of its own, so its group also holds the
+    processes it spawned (MLflow's uvicorn worker, a Prefect flow run).
+    """
+    for process in reversed(processes):
+        if process.poll() is None:
+            with suppress(ProcessLookupError):  # it may exit between the two calls
+                os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in reversed(processes):
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
