@@ -13,31 +13,40 @@ deployment is started before part 7 so that its schedule ticks while part 7 runs
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import STRICT_WARNINGS, DevStack, ProjectEnv, free_port, stack_env, wait_until
+from helpers import (
+    STRICT_WARNINGS,
+    DevStack,
+    ProjectEnv,
+    WebhookRecorder,
+    champion_version,
+    free_port,
+    mlflow_runs_tagged,
+    run_metrics,
+    stack_env,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("prefect")]
 
 WORKSHOP = "pipelines/workshop/prefect/Prefect_Workshop.py"
 PARTS = ["part1", "part2", "part3", "part4", "part5", "part7", "deploy"]
 PIPELINE_FLOW = "churn-training-pipeline"
+PIPELINE_ENTRYPOINT = "pipelines/examples/Prefect_ML_Pipeline.py:training_pipeline"
 DEPLOYMENT = "scheduled-training"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 LAUNCH_DEADLINE = 150  # s from registration to a scheduled run picked up: two ticks, a poll
@@ -78,32 +87,6 @@ def stack(project: Path, project_env: ProjectEnv) -> Iterator[Stack]:
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], (
         "a service outlived Ctrl+C"
     )
-
-
-class Webhook:
-    """A local HTTP endpoint standing for Discord or Slack: records the JSON it receives."""
-
-    def __init__(self) -> None:
-        received: list[dict] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.received = received
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # --- Helpers -------------------------------------------------------------------------
@@ -184,28 +167,8 @@ def state_history(stack: Stack, task_run_id: str) -> list[str]:
     return [state["name"] for state in response.json()]
 
 
-def mlflow_get(stack: Stack, path: str, **params: str) -> dict:
-    response = requests.get(f"{stack.mlflow}/api/2.0/mlflow/{path}", params=params, timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
 def mlflow_runs_of(stack: Stack, flow_run_id: str) -> list[dict]:
-    experiment = mlflow_get(stack, "experiments/get-by-name", experiment_name="churn-prediction")
-    response = requests.post(
-        f"{stack.mlflow}/api/2.0/mlflow/runs/search",
-        json={
-            "experiment_ids": [experiment["experiment"]["experiment_id"]],
-            "filter": f"tags.prefect_flow_run_id = '{flow_run_id}'",
-        },
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json().get("runs", [])
-
-
-def metrics(run: dict) -> dict[str, float]:
-    return {metric["key"]: metric["value"] for metric in run["data"].get("metrics", [])}
+    return mlflow_runs_tagged(stack.mlflow, "prefect_flow_run_id", flow_run_id)
 
 
 def timestamp(text: str) -> datetime:
@@ -348,11 +311,9 @@ def test_part5_logs_to_mlflow_and_promotes_a_champion(stack: Stack, pipeline):
         "random_forest",
     ]
     for logged_run in logged:
-        assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(metrics(logged_run))
-    champion = mlflow_get(
-        stack, "registered-models/alias", name="churn-classifier", alias="champion"
-    )["model_version"]
-    best = max(logged, key=lambda r: metrics(r)["f1"])
+        assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(run_metrics(logged_run))
+    champion = champion_version(stack.mlflow).json()["model_version"]
+    best = max(logged, key=lambda r: run_metrics(r)["f1"])
     assert champion["run_id"] == best["info"]["run_id"]
 
 
@@ -404,11 +365,11 @@ def deployment(stack: Stack, project_env: ProjectEnv, pipeline) -> Iterator[Depl
 
 def test_deploy_registers_the_schedule(deployment: Deployment):
     assert deployment.info["work_pool_name"] == "workshop-pool"
+    assert deployment.info["entrypoint"] == PIPELINE_ENTRYPOINT
     [schedule] = deployment.info["schedules"]
     assert schedule["schedule"]["cron"] == "* * * * *"
     assert schedule["schedule"]["timezone"] == "UTC"
     assert schedule["active"] and not deployment.info["paused"]
-    assert deployment.info["entrypoint"].endswith("Prefect_ML_Pipeline.py:training_pipeline")
 
 
 # --- Part 7: notifications ----------------------------------------------------------------
@@ -427,7 +388,7 @@ def notified(render_project, stack: Stack, project_env: ProjectEnv, deployment) 
     both = render_project("prefect-both", orchestrator="both", notifications="slack")
     both_env = {**stack.env, "PREFECT_HOME": str(both / ".workshop" / "client-prefect")}
     succeeded(project_env.run([str(project_env.python), "generate_sample_data.py"], both))
-    discord, slack = Webhook(), Webhook()
+    discord, slack = WebhookRecorder(), WebhookRecorder()
     try:
         results = run_together(
             project_env,
@@ -445,7 +406,7 @@ def notified(render_project, stack: Stack, project_env: ProjectEnv, deployment) 
         slack.close()
     for result in results.values():
         succeeded(result)
-    return Notified(discord.received, slack.received, both)
+    return Notified(discord.payloads, slack.payloads, both)
 
 
 def test_part7_sends_discord_messages(stack: Stack, notified: Notified):
