@@ -77,7 +77,7 @@ def graphql(url: str, query: str) -> dict:
 
 def location_loaded(url: str) -> bool:
     entries = graphql(url, LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
-    return entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+    return all(e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries)
 
 
 def main() -> None:
@@ -113,6 +113,8 @@ def main() -> None:
                 "start",
                 "-w",
                 workspace,
+                "-l",
+                "churn_pipeline",  # the reference pipeline's code location
                 "churn_training_schedule",
             ],
             project,

@@ -20,12 +20,10 @@ import contextlib
 import csv
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,20 +34,24 @@ from helpers import (
     STRICT_WARNINGS,
     DevStack,
     ProjectEnv,
-    free_port,
+    WebhookRecorder,
+    champion_version,
+    mlflow_runs_tagged,
     stack_env,
     wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster")]
 
-LOCATION = "churn_workshop"
+LOCATION = "churn_pipeline"  # the reference pipeline: assets, checks, schedule, sensors
+WORKSHOP_LOCATION = "churn_workshop"  # part 1's task-style job
 REPOSITORY = "__repository__"
 JOB = "churn_training_job"
 SCHEDULE = "churn_training_schedule"
 SENSORS = {"notify_on_success", "notify_on_failure"}
 CHECKS = ["has_expected_columns", "target_has_no_missing_values", "churn_rate_is_plausible"]
 WORKSHOP = "pipelines/workshop/dagster/Dagster_Workshop.py"
+PIPELINE = "pipelines/examples/Dagster_ML_Pipeline.py"
 TARGET = "churned"
 LAUNCH_DEADLINE = 150  # s from turning the schedule on to its first run: two one-minute ticks
 RUN_DEADLINE = 300  # s for that run to succeed, imports and training on a busy 2-core machine
@@ -66,39 +68,13 @@ variants = pytest.mark.parametrize("variant", list(VARIANTS))
 cli_variant = pytest.mark.parametrize("variant", ["dagster"])
 
 
-class WebhookCatcher:
-    """A local HTTP server that records the JSON bodies posted to it."""
-
-    def __init__(self) -> None:
-        self.payloads: list[dict] = []
-        catcher = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                catcher.payloads.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @dataclass
 class DagsterProject:
     variant: str
     project: Path
     env: ProjectEnv
     service: str
-    webhook: WebhookCatcher
+    webhook: WebhookRecorder
     stack_env: dict[str, str]
     graphql_url: str
     mlflow_url: str
@@ -130,7 +106,7 @@ class DagsterProject:
             "job",
             "execute",
             "-f",
-            WORKSHOP,
+            PIPELINE,
             "-d",
             "src",
             "-j",
@@ -155,24 +131,7 @@ class DagsterProject:
         return None
 
     def mlflow_runs(self, dagster_run_id: str) -> list[dict]:
-        found = requests.get(
-            f"{self.mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
-            params={"experiment_name": "churn-prediction"},
-            timeout=10,
-        )
-        if found.status_code == 404:
-            return []  # nothing was ever logged
-        experiment = found.json()["experiment"]
-        response = requests.post(
-            f"{self.mlflow_url}/api/2.0/mlflow/runs/search",
-            json={
-                "experiment_ids": [experiment["experiment_id"]],
-                "filter": f"tags.dagster_run_id = '{dagster_run_id}'",
-            },
-            timeout=10,
-        )
-        response.raise_for_status()
-        return response.json().get("runs", [])
+        return mlflow_runs_tagged(self.mlflow_url, "dagster_run_id", dagster_run_id)
 
     def notification_texts(self) -> list[str]:
         """The text of each notification, checking the service's payload format."""
@@ -236,12 +195,20 @@ query($assetKey: AssetKeyInput!, $checkName: String!) {
 """
 
 
-def workspace_repository(project: DagsterProject) -> dict:
+def workspace_repositories(project: DagsterProject) -> dict[str, dict]:
+    """Each code location's repository, by location name; every location must load."""
     entries = project.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
-    assert [entry["name"] for entry in entries] == [LOCATION]
-    location = entries[0]["locationOrLoadError"]
-    assert location["__typename"] == "RepositoryLocation", location
-    return location["repositories"][0]
+    assert [entry["name"] for entry in entries] == [LOCATION, WORKSHOP_LOCATION]
+    repositories = {}
+    for entry in entries:
+        location = entry["locationOrLoadError"]
+        assert location["__typename"] == "RepositoryLocation", location
+        repositories[entry["name"]] = location["repositories"][0]
+    return repositories
+
+
+def workspace_repository(project: DagsterProject) -> dict:
+    return workspace_repositories(project)[LOCATION]
 
 
 def sensors_initialized(project: DagsterProject) -> bool:
@@ -267,7 +234,7 @@ def prepare_project(variant: str, render_project, project_env: ProjectEnv) -> Da
         project,
     )
     write_data_without_target(project / "data/customer_data.csv", project / "data/no_target.csv")
-    webhook = WebhookCatcher()
+    webhook = WebhookRecorder()
     servers = stack_env("dagster")
     environment = {**servers, f"{service.upper()}_WEBHOOK_URL": webhook.url, **extra_env}
     return DagsterProject(
@@ -337,6 +304,9 @@ def test_definitions_load_without_errors(dagster_project: DagsterProject) -> Non
         "best_model",
     }
     assert JOB in {job["name"] for job in repository["jobs"]}
+    workshop = workspace_repositories(dagster_project)[WORKSHOP_LOCATION]
+    assert [job["name"] for job in workshop["jobs"]] == ["churn_training_task_style"]
+    assert workshop["assetNodes"] == [] and workshop["schedules"] == []
     [schedule] = repository["schedules"]
     assert schedule["name"] == SCHEDULE
     assert schedule["cronSchedule"] == "* * * * *"  # SCHEDULE_CRON from the environment wins
@@ -369,27 +339,30 @@ def test_cli_materializes_all_assets_checks_pass_and_mlflow_gets_runs(
         "logistic_regression",
         "random_forest",
     ]
-    alias = requests.get(
-        f"{dagster_project.mlflow_url}/api/2.0/mlflow/registered-models/alias",
-        params={"name": "churn-classifier", "alias": "champion"},
-        timeout=10,
-    )
+    alias = champion_version(dagster_project.mlflow_url)
     assert alias.status_code == 200, alias.text
     dagster_project.facts["cli_run"] = run["runId"]
 
 
-@pytest.mark.parametrize("variant", ["both"])
-def test_workshop_script_materializes_in_process_without_deprecations(
-    dagster_project: DagsterProject,
-) -> None:
-    """``python Dagster_Workshop.py``: lineage, then one in-process run logged to MLflow."""
+SCRIPTS = {
+    # variant: the script run in-process there, and what its output must show
+    "dagster": (WORKSHOP, "churn_training_task_style"),  # part 1: ops in a job
+    "both": (PIPELINE, "customer_features            <- raw_customer_data"),  # part 2: lineage
+}
+
+
+@variants
+def test_scripts_run_in_process_without_deprecations(dagster_project: DagsterProject) -> None:
+    """Part 1's task-style job, or the reference's assets: one in-process run logged to MLflow."""
+    script, shown = SCRIPTS[dagster_project.variant]
     result = dagster_project.env.run(
-        [str(dagster_project.env.python), *STRICT_WARNINGS, WORKSHOP],
+        [str(dagster_project.env.python), *STRICT_WARNINGS, script],
         dagster_project.project,
         timeout=420,
+        DAGSTER_HOME=str(dagster_project.project / "dagster_home"),
         **dagster_project.stack_env,
     )
-    assert "customer_features            <- raw_customer_data" in result.stdout
+    assert shown in result.stdout + result.stderr
     assert re.search(
         r"churn-classifier version \d+ (is the new|did not beat the) champion", result.stdout
     )
