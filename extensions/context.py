@@ -12,6 +12,8 @@ class DerivedContext(ContextHook):
         orchestrator = context.get("orchestrator", "both")
         context["use_prefect"] = orchestrator in ("prefect", "both")
         context["use_dagster"] = orchestrator in ("dagster", "both")
+        # With both, Prefect is the main track and Dagster an opt-in extra (compose profile).
+        context["dagster_is_bonus"] = orchestrator == "both"
         context["extras"] = [
             name
             for name, wanted in (
