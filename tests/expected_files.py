@@ -29,6 +29,7 @@ CORE = {
     "src/{package}/features.py",
     "src/{package}/notifications.py",
     "src/{package}/pipeline.py",
+    "src/{package}/processes.py",
     "src/{package}/tracking.py",
     "src/{package}/training.py",
     "tests/conftest.py",
@@ -62,6 +63,7 @@ PREFECT = {
     "docs/prefect.md",
     "pipelines/examples/Prefect_ML_Pipeline.py",
     "pipelines/workshop/prefect/Prefect_Workshop.py",
+    "src/{package}/prefect_support.py",
 }
 
 # Rendered when orchestrator is dagster or both.
@@ -72,6 +74,7 @@ DAGSTER = {
     "docs/dagster.md",
     "pipelines/examples/Dagster_ML_Pipeline.py",
     "pipelines/workshop/dagster/Dagster_Workshop.py",
+    "src/{package}/dagster_support.py",
 }
 
 # Rendered when include_airflow is true.

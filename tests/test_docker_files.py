@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import DEFAULT_PACKAGE
+
 pytestmark = pytest.mark.xdist_group("docker")
 
 BIN = Path(sys.executable).parent
-PACKAGE = "churn_mlops_workshop"
+
 ORCHESTRATORS = ["prefect", "dagster", "both"]
 PYTHON_VERSIONS = ["3.11", "3.12", "3.13"]
 COMBINATIONS = list(itertools.product(ORCHESTRATORS, PYTHON_VERSIONS))
@@ -357,7 +359,7 @@ def test_airflow_dag_calls_the_package(render_project) -> None:
         node.module == "airflow.sdk" and {"dag", "task"} <= {a.name for a in node.names}
         for node in imports
     ), "use the Airflow 3 Task SDK"
-    package_imports = [node for node in imports if node.module.startswith(PACKAGE)]
+    package_imports = [node for node in imports if node.module.startswith(DEFAULT_PACKAGE)]
     assert len(package_imports) >= 3
     for node in package_imports:
         module = project / "src" / Path(*node.module.split(".")).with_suffix(".py")
@@ -367,7 +369,7 @@ def test_airflow_dag_calls_the_package(render_project) -> None:
     assert not [
         node
         for node in tree.body
-        if isinstance(node, ast.ImportFrom) and node.module.startswith(PACKAGE)
+        if isinstance(node, ast.ImportFrom) and node.module.startswith(DEFAULT_PACKAGE)
     ]
     assert '"*/2 * * * *", timezone="UTC"' in dag_file.read_text()
 

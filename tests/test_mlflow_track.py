@@ -24,7 +24,15 @@ import nbformat
 import pytest
 import requests
 
-from helpers import DEFAULT_PACKAGE, DevStack, ProjectEnv, free_port, http_ok, wait_until
+from helpers import (
+    DEFAULT_PACKAGE,
+    EXPERIMENT,
+    DevStack,
+    ProjectEnv,
+    free_port,
+    http_ok,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("mlflow")]
 
@@ -32,28 +40,20 @@ RUNNER = Path(__file__).with_name("run_notebooks.py")
 NOTEBOOKS = ["01_messy_notebook", "01b_mlflow_transition", "02_mlflow_organized"]
 SOLUTIONS = "notebooks/solutions/01b_mlflow_transition_solutions.ipynb"
 CHECK_CELLS = ["ex1-check", "ex2-check", "ex3-check"]
-FEATURES = [
-    "age",
-    "tenure_months",
-    "monthly_charges",
-    "total_charges",
-    "support_tickets",
-    "monthly_usage_gb",
-    "contract_type",
-    "payment_method",
-    "internet_service",
-]
 DATA_ROWS = 2000  # enough signal for the models, quick to train in every notebook
-EXPERIMENT = "churn-prediction"  # the project's default experiment name
 
-# What the server holds, read with MlflowClient inside the project's environment.
-SERVER_FACTS = """
+# What the server holds, read with MlflowClient inside the project's environment, under the
+# names the project's own settings give.
+SERVER_FACTS = (
+    f"from {DEFAULT_PACKAGE}.config import load_settings\n"
+    + """
 import json, mlflow
 from mlflow import MlflowClient
 client = MlflowClient()
-experiment = client.get_experiment_by_name("churn-prediction")
+settings = load_settings()
+experiment = client.get_experiment_by_name(settings.experiment_name)
 runs = client.search_runs([experiment.experiment_id], max_results=500)
-champion = client.get_model_version_by_alias("churn-classifier", "champion")
+champion = client.get_model_version_by_alias(settings.model_name, "champion")
 logged = client.search_logged_models(experiment_ids=[experiment.experiment_id])
 signatures = {m.model_id: mlflow.models.get_model_info(f"models:/{m.model_id}").signature
               for m in logged}
@@ -65,6 +65,7 @@ print(json.dumps({
     "champion": {"version": champion.version, "source": champion.source},
 }))
 """
+)
 
 
 def quiet_port() -> int:
@@ -171,6 +172,15 @@ def executed(project_env: ProjectEnv, project: Path, tracking_uri: str) -> dict[
     return {Path(result["notebook"]).stem: result for result in results}
 
 
+@pytest.fixture(scope="module")
+def feature_columns(project_env: ProjectEnv, project: Path) -> list[str]:
+    """The model's input columns, as the generated package defines them."""
+    code = f"import json, {DEFAULT_PACKAGE}.data as d; print(json.dumps(d.FEATURE_COLUMNS))"
+    columns = json.loads(project_env.run([str(project_env.python), "-c", code], project).stdout)
+    assert "tenure_months" in columns and "churned" not in columns
+    return columns
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -200,7 +210,11 @@ def test_every_notebook_runs_top_to_bottom(executed: dict[str, dict], project: P
 
 
 def test_server_holds_the_runs_models_and_champion(
-    executed: dict[str, dict], project_env: ProjectEnv, project: Path, tracking_uri: str
+    executed: dict[str, dict],
+    project_env: ProjectEnv,
+    project: Path,
+    tracking_uri: str,
+    feature_columns: list[str],
 ):
     facts = json.loads(
         project_env.run(
@@ -221,7 +235,7 @@ def test_server_holds_the_runs_models_and_champion(
     assert exercise["params"]["max_depth"] == "4" and exercise["tags"]["author"]
     # Six logged models (three from 01b, three from 02), each with the raw columns as signature.
     assert len(facts["signatures"]) == 6
-    assert all(columns == FEATURES for columns in facts["signatures"].values())
+    assert all(columns == feature_columns for columns in facts["signatures"].values())
     champion = facts["champion"]
     assert int(champion["version"]) >= 1
     assert champion["source"].removeprefix("models:/") in facts["signatures"], champion
@@ -306,7 +320,7 @@ def number_or_text(value: str) -> int | float | str:
 
 
 def call_model_server(
-    process: subprocess.Popen, port: int, project: Path, log: Path
+    process: subprocess.Popen, port: int, project: Path, log: Path, features: list[str]
 ) -> tuple[int, dict]:
     def ready() -> bool:
         if process.poll() is not None:
@@ -316,7 +330,7 @@ def call_model_server(
     wait_until(ready, 240, "the model server never answered /ping")
     rows = read_csv(project / "data" / "customer_data.csv")[:3]
     # Whole numbers as a client sends them: the server converts them to the signature's floats.
-    records = [{name: number_or_text(row[name]) for name in FEATURES} for row in rows]
+    records = [{name: number_or_text(row[name]) for name in features} for row in rows]
     response = requests.post(
         f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": records}, timeout=60
     )
@@ -325,7 +339,11 @@ def call_model_server(
 
 @pytest.fixture(scope="module")
 def commands(
-    executed: dict[str, dict], project_env: ProjectEnv, project: Path, tracking_uri: str
+    executed: dict[str, dict],
+    project_env: ProjectEnv,
+    project: Path,
+    tracking_uri: str,
+    feature_columns: list[str],
 ) -> tuple[dict[str, Outcome], Served]:
     """The CLI as `make serve` and `make predict` run it, good and bad input side by side.
 
@@ -349,7 +367,7 @@ def commands(
     }
     one_shots = {name: cli(project_env, project, *run) for name, run in runs.items()}
     try:
-        status, body = call_model_server(server, port, project, log)
+        status, body = call_model_server(server, port, project, log, feature_columns)
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGINT)  # Ctrl+C

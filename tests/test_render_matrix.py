@@ -19,22 +19,12 @@ import pytest
 import yaml
 
 from expected_files import expected_files
-from helpers import render
+from helpers import DEFAULT_PACKAGE, TEMPLATE_ROOT, render
 
 BIN = Path(sys.executable).parent
-CHOICES = {
-    "orchestrator": ["prefect", "dagster", "both"],
-    "notifications": ["none", "discord", "slack"],
-    "ci": ["github", "gitlab", "none"],
-    "include_notebooks": [True, False],
-    "include_airflow": [True, False],
-    "docs_language": ["en", "fr"],
-    "python_version": ["3.11", "3.12", "3.13"],
-}
-COMBINATIONS = [
-    dict(zip(CHOICES, values, strict=True)) for values in itertools.product(*CHOICES.values())
-]
-DEFAULT_PACKAGE = "churn_mlops_workshop"
+# The yes/no questions the matrix varies. include_solutions is left out: it only adds
+# notebooks, and test_solutions_reach_only_the_teachers_copy checks it.
+MATRIX_BOOLS = ("include_notebooks", "include_airflow")
 # Jinja delimiters as templates write them (`{% if`, `{{ x }}`); `{x:.1%}` is an f-string.
 JINJA_LEFTOVER = re.compile(r"\{%-?\s|\s-?%\}|\{\{-?\s|\s-?\}\}|\{#\s")
 CI_SCHEMAS = {
@@ -42,6 +32,40 @@ CI_SCHEMAS = {
     ".gitlab-ci.yml": "vendor.gitlab-ci",
 }
 _validated: set[str] = set()  # CI file contents already validated by this worker
+
+
+def accepted_answers(question: dict) -> list:
+    """The values a question accepts: both booleans, or its choices' values.
+
+    copier.yml writes choices as a list of values or as a mapping label -> value.
+    """
+    if question.get("type") == "bool":
+        return [True, False]
+    choices = question["choices"]
+    return list(choices.values()) if isinstance(choices, dict) else list(choices)
+
+
+def matrix_questions(copier_yml: Path) -> dict[str, list]:
+    """Every choice question of copier.yml, plus MATRIX_BOOLS, with the answers each accepts.
+
+    Read from copier.yml itself, so a new choice is rendered and checked without retyping it.
+    """
+    questions = yaml.safe_load(copier_yml.read_text())
+    return {
+        name: accepted_answers(question)
+        for name, question in questions.items()
+        if not name.startswith("_") and ("choices" in question or name in MATRIX_BOOLS)
+    }
+
+
+def all_combinations(matrix: dict[str, list]) -> list[dict]:
+    """One answers dict per combination of the matrix's values."""
+    value_tuples = itertools.product(*matrix.values())
+    return [dict(zip(matrix, values, strict=True)) for values in value_tuples]
+
+
+MATRIX = matrix_questions(TEMPLATE_ROOT / "copier.yml")
+COMBINATIONS = all_combinations(MATRIX)
 
 
 def combination_id(answers: dict) -> str:
@@ -72,8 +96,11 @@ def check_no_jinja_leftovers(project: Path) -> None:
 
 
 def check_sources_parse(project: Path) -> None:
+    """Every source parses, and none edits the import path: modules import the package."""
     for path in project.rglob("*.py"):
-        ast.parse(path.read_text(), filename=str(path))
+        source = path.read_text()
+        ast.parse(source, filename=str(path))
+        assert "sys.path" not in source, f"{path.relative_to(project)} edits sys.path"
     for path in project.rglob("*.ipynb"):
         notebook = nbformat.read(path, as_version=4)
         nbformat.validate(notebook)
@@ -101,6 +128,24 @@ def check_precommit_ruff_matches_dev_group(project: Path) -> None:
     [ruff_hooks] = [r for r in config["repos"] if r["repo"].endswith("/ruff-pre-commit")]
     pinned = f'"ruff=={ruff_hooks["rev"].removeprefix("v")}"'
     assert pinned in (project / "pyproject.toml").read_text(), pinned
+
+
+def test_matrix_follows_copier_yml():
+    """A new choice question or answer multiplies the renders: this test makes it a choice.
+
+    Every id must be distinct too, or `-k` would select the wrong renders.
+    """
+    assert set(MATRIX) == {
+        "orchestrator",
+        "notifications",
+        "python_version",
+        "ci",
+        "include_notebooks",
+        "include_airflow",
+        "docs_language",
+    }
+    assert len(COMBINATIONS) == 3 * 3 * 3 * 3 * 2 * 2 * 2 == 648
+    assert len({combination_id(answers) for answers in COMBINATIONS}) == len(COMBINATIONS)
 
 
 @pytest.mark.parametrize("answers", COMBINATIONS, ids=combination_id)
@@ -185,7 +230,7 @@ def test_docs_follow_the_chosen_language(render_project):
 
 def test_secrets_are_never_answers(render_project):
     """The webhook URL is not a question: it can only come from the environment."""
-    questions = yaml.safe_load((Path(__file__).parents[1] / "copier.yml").read_text())
+    questions = yaml.safe_load((TEMPLATE_ROOT / "copier.yml").read_text())
     assert not any("url" in name or "password" in name or "secret" in name for name in questions)
     project = render_project("secret", notifications="slack")
     assert "SLACK_WEBHOOK_URL=\n" in (project / ".env.example").read_text()

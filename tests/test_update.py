@@ -1,4 +1,8 @@
-"""`copier update` brings a template fix into a project and keeps the student's edits."""
+"""`copier update` brings a template fix into a project and keeps the student's edits.
+
+Two stories: a one-line fix between two tags, and the update from the previous real
+release of this template, across moved and new files.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,15 @@ from pathlib import Path
 import yaml
 from copier import run_copy, run_update
 
-PACKAGE = "src/churn_mlops_workshop"
+from helpers import DEFAULT_PACKAGE, TEMPLATE_ROOT
+
+PACKAGE = f"src/{DEFAULT_PACKAGE}"
 FIXED_LINE = 'PRIMARY_METRIC = "f1"'
 OLD_LINE = 'PRIMARY_METRIC = "accuracy"'
 EVALUATION = "template/src/{{package_name}}/evaluation.py"
+# The last release before the orchestrators' shared glue moved into the package
+# (prefect_support, dagster_support, processes) and the README split per language.
+PREVIOUS_RELEASE = "b9dc776"
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -31,7 +40,7 @@ def commit_all(repo: Path, message: str) -> None:
     git(repo, "commit", "-q", "-m", message)
 
 
-def make_template_repo(template_dir: Path, repo: Path) -> None:
+def make_template_repo(template_dir: Path, repo: Path) -> Path:
     """Release 1.0.0 lacks a fix that the working tree (released as 1.1.0) has."""
     shutil.copytree(template_dir, repo)
     fixed = (repo / EVALUATION).read_text()
@@ -43,48 +52,59 @@ def make_template_repo(template_dir: Path, repo: Path) -> None:
     (repo / EVALUATION).write_text(fixed)
     commit_all(repo, "Pick models on F1: churn classes are imbalanced")
     git(repo, "tag", "1.1.0")
+    return repo
 
 
-def test_update_keeps_hand_edits_and_brings_the_fix(template_dir: Path, tmp_path: Path):
-    template = tmp_path / "template"
-    make_template_repo(template_dir, template)
-    project = tmp_path / "project"
-    answers = {"orchestrator": "prefect", "notifications": "slack", "docs_language": "fr"}
+def render_at(template: Path, destination: Path, answers: dict, release: str) -> Path:
     run_copy(
         str(template),
-        project,
+        destination,
         data=answers,
-        vcs_ref="1.0.0",
+        vcs_ref=release,
         defaults=True,
         unsafe=True,
         quiet=True,
     )
-    assert OLD_LINE in (project / PACKAGE / "evaluation.py").read_text()
+    return destination
+
+
+def student_project(template: Path, answers: dict, release: str) -> Path:
+    """A project rendered at ``release`` beside the template, committed, then edited by its
+    student: a model's hyper-parameter changed and notes added."""
+    project = render_at(template, template.parent / "project", answers, release)
     git(project, "init", "-q", "-b", "main")
     commit_all(project, "Start from the template")
-
     training = project / PACKAGE / "training.py"
     training.write_text(training.read_text().replace("n_estimators=100", "n_estimators=300"))
     (project / "notes").mkdir()
     (project / "notes" / "experiments.md").write_text("# What I tried\n")
     commit_all(project, "My experiments")
+    return project
 
+
+def update_keeps_the_edits(template: Path, project: Path, answers: dict, release: str) -> None:
+    """``copier update`` to ``release``: no conflict, the answers and the student's edits kept,
+    and nothing else differs from a fresh render of that release."""
     run_update(project, defaults=True, overwrite=True, unsafe=True, quiet=True)
+    assert not list(project.rglob("*.rej")), "the update left conflicts"
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert recorded["_commit"] == release
+    assert {key: recorded[key] for key in answers} == answers
+    assert "n_estimators=300" in (project / PACKAGE / "training.py").read_text()
+    assert (project / "notes" / "experiments.md").read_text() == "# What I tried\n"
+    fresh = render_at(template, project.parent / "fresh", answers, release)
+    assert differences(project, fresh) == {f"{PACKAGE}/training.py", "notes/experiments.md"}
+
+
+def test_update_keeps_hand_edits_and_brings_the_fix(template_dir: Path, tmp_path: Path):
+    template = make_template_repo(template_dir, tmp_path / "template")
+    answers = {"orchestrator": "prefect", "notifications": "slack", "docs_language": "fr"}
+    project = student_project(template, answers, "1.0.0")
+    assert OLD_LINE in (project / PACKAGE / "evaluation.py").read_text()
+
+    update_keeps_the_edits(template, project, answers, "1.1.0")
 
     assert FIXED_LINE in (project / PACKAGE / "evaluation.py").read_text()
-    assert "n_estimators=300" in training.read_text()
-    assert (project / "notes" / "experiments.md").read_text() == "# What I tried\n"
-    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
-    assert recorded["_commit"] == "1.1.0"
-    assert {key: recorded[key] for key in answers} == answers
-    assert not list(project.rglob("*.rej")), "the update left conflicts"
-
-    fresh = tmp_path / "fresh"
-    run_copy(
-        str(template), fresh, data=answers, vcs_ref="1.1.0", defaults=True, unsafe=True, quiet=True
-    )
-    differing = differences(project, fresh)
-    assert differing == {f"{PACKAGE}/training.py", "notes/experiments.md"}
 
 
 def differences(left: Path, right: Path) -> set[str]:
@@ -104,3 +124,35 @@ def differences(left: Path, right: Path) -> set[str]:
         if not filecmp.cmp(left / name, right / name, shallow=False)
     }
     return changed | (left_files ^ right_files)
+
+
+def make_release_repo(template_dir: Path, repo: Path) -> Path:
+    """Release 1.0.0 is PREVIOUS_RELEASE from this repository's history; 2.0.0 the working tree."""
+    repo.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", PREVIOUS_RELEASE], cwd=TEMPLATE_ROOT, check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(repo)], input=archive.stdout, check=True)
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "Release 1.0.0")
+    git(repo, "tag", "1.0.0")
+    shutil.rmtree(repo / "template")
+    shutil.copytree(template_dir, repo, dirs_exist_ok=True)
+    commit_all(repo, "Glue in the package, one README per language")
+    git(repo, "tag", "2.0.0")
+    return repo
+
+
+def test_update_from_the_previous_release_moves_the_glue(template_dir: Path, tmp_path: Path):
+    template = make_release_repo(template_dir, tmp_path / "template")
+    answers = {"orchestrator": "both", "notifications": "discord", "docs_language": "fr"}
+    project = student_project(template, answers, "1.0.0")
+    assert not (project / PACKAGE / "prefect_support.py").exists()
+
+    update_keeps_the_edits(template, project, answers, "2.0.0")
+
+    for module in ("prefect_support.py", "dagster_support.py", "processes.py"):
+        assert (project / PACKAGE / module).is_file(), module
+    workshop = (project / "pipelines/workshop/prefect/Prefect_Workshop.py").read_text()
+    assert "sys.path" not in workshop
+    assert (project / "README.md").read_text().startswith("# Churn MLOps Workshop")
