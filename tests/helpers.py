@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import requests
+import yaml
 from copier import run_copy
 
 TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
@@ -166,11 +167,21 @@ class ProjectEnv:
         return result
 
 
+def answered_python(project: Path) -> str:
+    """The ``python_version`` the project's answers name: what its students run."""
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    return str(answers["python_version"])
+
+
 def create_project_env(venv: Path, project: Path, dev_group: bool = True) -> ProjectEnv:
-    """A venv with every dependency of ``project`` (all extras); reused once complete."""
+    """A venv on the project's Python with every dependency (all extras); reused once complete.
+
+    uv finds the interpreter on PATH (pyenv's, on these machines) and cannot download one.
+    """
     if not (venv / "ready").exists():
         uv, python = uv_executable(), str(venv / "bin" / "python")
-        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+        version = answered_python(project)
+        subprocess.run([uv, "venv", "-q", "-p", version, str(venv)], check=True)
         install = [uv, "pip", "install", "-q", "-p", python, "-r", "pyproject.toml", "--all-extras"]
         if dev_group:
             install += ["--group", "pyproject.toml:dev"]
