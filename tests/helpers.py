@@ -173,15 +173,24 @@ def answered_python(project: Path) -> str:
     return str(answers["python_version"])
 
 
-def create_project_env(venv: Path, project: Path, dev_group: bool = True) -> ProjectEnv:
-    """A venv on the project's Python with every dependency (all extras); reused once complete.
+def python_interpreter(version: str) -> str:
+    """The newest pyenv interpreter of ``version`` (``3.12``), else the version for uv to find.
 
-    uv finds the interpreter on PATH (pyenv's, on these machines) and cannot download one.
+    pyenv's shims answer only for the version selected where they run, and uv cannot
+    download interpreters here, so the interpreter is named by its path.
     """
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = root.glob(f"versions/{version}.*/bin/python{version}")
+    newest = max(found, key=lambda path: int(path.parts[-3].split(".")[2]), default=None)
+    return str(newest) if newest else version
+
+
+def create_project_env(venv: Path, project: Path, dev_group: bool = True) -> ProjectEnv:
+    """A venv on the project's Python with every dependency (all extras); reused once complete."""
     if not (venv / "ready").exists():
         uv, python = uv_executable(), str(venv / "bin" / "python")
-        version = answered_python(project)
-        subprocess.run([uv, "venv", "-q", "-p", version, str(venv)], check=True)
+        interpreter = python_interpreter(answered_python(project))
+        subprocess.run([uv, "venv", "-q", "-p", interpreter, str(venv)], check=True)
         install = [uv, "pip", "install", "-q", "-p", python, "-r", "pyproject.toml", "--all-extras"]
         if dev_group:
             install += ["--group", "pyproject.toml:dev"]
