@@ -1,7 +1,8 @@
 """`copier update` brings a template fix into a project and keeps the student's edits.
 
-Two stories: a one-line fix between two tags, and the update from the previous real
-release of this template, across moved and new files.
+Three stories: a one-line fix between two tags; the update from the previous real
+release of this template, across moved and new files; and the Airflow files that release
+2.0.0 moved, which copier.yml's migration follows with the student's edits.
 """
 
 from __future__ import annotations
@@ -156,3 +157,57 @@ def test_update_from_the_previous_release_moves_the_glue(template_dir: Path, tmp
     workshop = (project / "pipelines/workshop/prefect/Prefect_Workshop.py").read_text()
     assert "sys.path" not in workshop
     assert (project / "README.md").read_text().startswith("# Churn MLOps Workshop")
+
+
+# Where the previous release rendered the Airflow files, and where they are now.
+OLD_DAG, NEW_DAG = (
+    "pipelines/airflow/churn_training_dag.py",
+    "pipelines/examples/Airflow_ML_Pipeline.py",
+)
+OLD_OVERVIEW, NEW_OVERVIEW = (
+    "docs/airflow_overview.md",
+    "pipelines/workshop/airflow/airflow_overview.md",
+)
+AIRFLOW_MOVES = {OLD_DAG: NEW_DAG, OLD_OVERVIEW: NEW_OVERVIEW}
+DAG_TAGS = 'tags=["churn", "mlflow", "workshop"]'
+STUDENT_TAGS = 'tags=["churn", "mlflow", "workshop", "my-team"]'
+
+
+def test_update_moves_the_airflow_files_with_the_students_edits(template_dir: Path, tmp_path: Path):
+    """The migration merges an edited DAG into its new place, three-way: the edit and the
+    new template are both there, without conflict; the old paths are gone."""
+    template = make_release_repo(template_dir, tmp_path / "template")
+    answers = {"orchestrator": "prefect", "docs_language": "fr"}
+    project = student_project(template, answers, "1.0.0")
+    old_dag = project / OLD_DAG
+    assert DAG_TAGS in old_dag.read_text()
+    old_dag.write_text(old_dag.read_text().replace(DAG_TAGS, STUDENT_TAGS))
+    commit_all(project, "Tag my team's DAG")
+
+    run_update(project, defaults=True, overwrite=True, unsafe=True, quiet=True)
+
+    assert not list(project.rglob("*.rej")), "the update left conflicts"
+    for old, new in AIRFLOW_MOVES.items():
+        assert not (project / old).exists(), old
+        assert (project / new).is_file(), new
+    assert not (project / "pipelines" / "airflow").exists()
+    dag = (project / NEW_DAG).read_text()
+    assert STUDENT_TAGS in dag and "@teardown" in dag
+    assert "<<<<<<<" not in dag
+    overview = (project / NEW_OVERVIEW).read_text()
+    assert overview.startswith("# Airflow : vue d’ensemble")
+    fresh = render_at(template, project.parent / "fresh", answers, "2.0.0")
+    edited = {f"{PACKAGE}/training.py", "notes/experiments.md", NEW_DAG}
+    assert differences(project, fresh) == edited
+
+
+def test_update_without_the_airflow_files(template_dir: Path, tmp_path: Path):
+    """Rendered without Airflow, the project crosses the migration untouched."""
+    template = make_release_repo(template_dir, tmp_path / "template")
+    answers = {"orchestrator": "dagster", "include_airflow": False}
+    project = student_project(template, answers, "1.0.0")
+    assert not any((project / old).exists() for old in AIRFLOW_MOVES)
+
+    update_keeps_the_edits(template, project, answers, "2.0.0")
+
+    assert not any((project / new).exists() for new in AIRFLOW_MOVES.values())
