@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from helpers import ProjectEnv, create_project_env, render, snapshot_template
+from helpers import ProjectEnv, create_project_env, render, shared_tmp, snapshot_template
 
 ENV_ANSWERS = {"orchestrator": "both", "include_notebooks": True}
 
@@ -40,9 +40,7 @@ def render_project(
 def project_env(
     template_dir: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str
 ) -> ProjectEnv:
-    shared = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
-        shared = shared.parent  # the folder all xdist workers share
+    shared = shared_tmp(tmp_path_factory, worker_id)
     venv = shared / "project-env"
     with FileLock(str(shared / "project-env.lock")):
         if (venv / "ready").exists():

@@ -59,7 +59,6 @@ SOLUTIONS = {"notebooks/solutions/01b_mlflow_transition_solutions.ipynb"}
 
 # Rendered when orchestrator is prefect or both.
 PREFECT = {
-    "Dockerfile.prefect",
     "docs/prefect.md",
     "pipelines/examples/Prefect_ML_Pipeline.py",
     "pipelines/workshop/prefect/Prefect_Workshop.py",
@@ -68,7 +67,6 @@ PREFECT = {
 
 # Rendered when orchestrator is dagster or both.
 DAGSTER = {
-    "Dockerfile.dagster",
     "dagster_home/dagster.yaml",
     "dagster_home/workspace.yaml",
     "docs/dagster.md",
@@ -78,11 +76,13 @@ DAGSTER = {
 }
 
 # Rendered when include_airflow is true.
-AIRFLOW = {"docs/airflow_overview.md", "pipelines/airflow/churn_training_dag.py"}
+AIRFLOW = {
+    "pipelines/examples/Airflow_ML_Pipeline.py",
+    "pipelines/workshop/airflow/airflow_overview.md",
+}
 
-# Docker Compose stack and MLflow's image: rendered always (each orchestrator's
-# image belongs to its track above).
-DOCKER = {"docker-compose.yml", "Dockerfile.mlflow"}
+# Docker Compose stack, its one image and the Docker guide: rendered always.
+DOCKER = {"docker-compose.yml", "Dockerfile", "docs/README_DOCKER.md"}
 
 CI = {"github": {".github/workflows/ci.yml"}, "gitlab": {".gitlab-ci.yml"}, "none": set()}
 

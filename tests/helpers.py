@@ -67,6 +67,12 @@ def render(template: Path, destination: Path, **answers: object) -> Path:
     return destination
 
 
+def listening(port: int) -> bool:
+    """Whether a server answers on ``port`` of this machine."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -257,6 +263,22 @@ def uv_executable() -> str:
     return str(beside) if beside.exists() else shutil.which("uv") or "uv"
 
 
+def make_commands(project: Path, verb: str) -> list[str]:
+    """The shell commands ``make VERB`` runs in ``project``, as ``make -n`` prints them.
+
+    Run one at a time, they can be timed step by step, or started from another folder,
+    while staying exactly what the student's verb runs.
+    """
+    listed = subprocess.run(
+        ["make", "--no-print-directory", "-n", verb],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.splitlines()
+
+
 class WebhookRecorder:
     """A local HTTP endpoint standing for Discord or Slack: records the JSON bodies posted."""
 
@@ -314,3 +336,84 @@ def run_metrics(run: dict) -> dict[str, float]:
 def champion_version(tracking_uri: str) -> requests.Response:
     """The registered model's version that carries the ``champion`` alias."""
     return mlflow_api(tracking_uri, "registered-models/alias", name=MODEL_NAME, alias="champion")
+
+
+def shared_tmp(tmp_path_factory, worker_id: str) -> Path:
+    """A folder all xdist workers of this session share (for environments built once)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+def prefect_flow_runs(api_url: str, flow_name: str, **filters: object) -> list[dict]:
+    """The flow's runs on a Prefect server (API URL ending in /api), oldest first."""
+    body = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC", **filters}
+    response = requests.post(f"{api_url}/flow_runs/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+PREFECT_FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def scheduled_prefect_run(
+    api_url: str,
+    flow_name: str,
+    deployment_id: str,
+    launch_within: float,
+    end_within: float,
+    hint: str = "",
+) -> dict:
+    """The first run the deployment's schedule created, once it has ended.
+
+    Two deadlines: a worker picks the run up within ``launch_within`` (ticks and a poll:
+    this catches a server that stopped scheduling), then the run ends within
+    ``end_within`` (imports and training: this depends on the machine's load). ``hint``
+    ends the failure messages (where the logs are).
+    """
+    deployments = {"id": {"any_": [deployment_id]}}
+
+    def scheduled_runs() -> list[dict]:
+        runs = prefect_flow_runs(api_url, flow_name, deployments=deployments)
+        return [run for run in runs if run["auto_scheduled"]]
+
+    def launched() -> dict | None:
+        """No longer Scheduled or Late: a worker has it."""
+        return next((r for r in scheduled_runs() if r["state"]["type"] != "SCHEDULED"), None)
+
+    def ended(run_id: str) -> dict | None:
+        return next(
+            (
+                run
+                for run in scheduled_runs()
+                if run["id"] == run_id and run["state"]["type"] in PREFECT_FINAL_STATES
+            ),
+            None,
+        )
+
+    first = wait_until(launched, launch_within, f"no scheduled run started{hint}", interval=2)
+    return wait_until(
+        lambda: ended(first["id"]), end_within, f"the scheduled run never ended{hint}", interval=2
+    )
+
+
+DAGSTER_RUNS_QUERY = """
+query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+  ... on Runs { results { runId status jobName } } } }
+"""
+
+
+def dagster_graphql(url: str, query: str, **variables: object) -> dict:
+    """A query to the Dagster webserver's GraphQL API, as its UI sends them."""
+    response = requests.post(
+        f"{url}/graphql", json={"query": query, "variables": variables}, timeout=30
+    )
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def dagster_runs(url: str, tag_key: str, tag_value: str) -> list[dict]:
+    """The runs carrying a tag, newest first (``dagster/schedule_name`` for a schedule's)."""
+    tags = [{"key": tag_key, "value": tag_value}]
+    return dagster_graphql(url, DAGSTER_RUNS_QUERY, tags=tags)["runsOrError"]["results"]

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
 from helpers import (
     DEFAULT_PACKAGE,
@@ -36,6 +35,8 @@ from helpers import (
     ProjectEnv,
     WebhookRecorder,
     champion_version,
+    dagster_graphql,
+    dagster_runs,
     mlflow_runs_tagged,
     stack_env,
     wait_until,
@@ -76,19 +77,13 @@ class DagsterProject:
     service: str
     webhook: WebhookRecorder
     stack_env: dict[str, str]
-    graphql_url: str
+    dagster_url: str
     mlflow_url: str
     schedule_started_at: float | None = None
     facts: dict[str, str] = field(default_factory=dict)
 
     def graphql(self, query: str, **variables: object) -> dict:
-        response = requests.post(
-            self.graphql_url, json={"query": query, "variables": variables}, timeout=30
-        )
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return dagster_graphql(self.dagster_url, query, **variables)
 
     def dagster_cli(self, *args: str, check: bool = True, **env: str):
         """``dagster`` with the project's DAGSTER_HOME and servers, as ``make`` runs it."""
@@ -118,8 +113,7 @@ class DagsterProject:
         )
 
     def runs(self, tag_key: str, tag_value: str) -> list[dict]:
-        data = self.graphql(RUNS_QUERY, tags=[{"key": tag_key, "value": tag_value}])
-        return data["runsOrError"]["results"]
+        return dagster_runs(self.dagster_url, tag_key, tag_value)
 
     def check_evaluation(self, check_name: str, run_id: str) -> dict | None:
         data = self.graphql(
@@ -176,10 +170,6 @@ mutation($selector: ScheduleSelector!) { startSchedule(scheduleSelector: $select
 RESET_SCHEDULE = """
 mutation($selector: ScheduleSelector!) { resetSchedule(scheduleSelector: $selector) {
   __typename } }
-"""
-RUNS_QUERY = """
-query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
-  ... on Runs { results { runId status jobName } } } }
 """
 ACTIVE_RUNS_QUERY = """
 { runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
@@ -244,7 +234,7 @@ def prepare_project(variant: str, render_project, project_env: ProjectEnv) -> Da
         service,
         webhook,
         environment,
-        graphql_url=f"http://127.0.0.1:{servers['DAGSTER_PORT']}/graphql",
+        dagster_url=f"http://127.0.0.1:{servers['DAGSTER_PORT']}",
         mlflow_url=servers["MLFLOW_TRACKING_URI"],
     )
 

@@ -4,13 +4,10 @@
 would (interpolation from .env, profiles, anchors), so the services, ports,
 volumes and healthchecks are asserted on its JSON output. Dockerfiles must pass
 hadolint. The Compose v2 CLI is required: `bash .ci/install-compose.sh`.
-The Airflow reference DAG cannot run here (no Airflow): its imports from the
-project's package are checked against the rendered modules instead.
 """
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import os
@@ -22,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DEFAULT_PACKAGE
-
 pytestmark = pytest.mark.xdist_group("docker")
 
 BIN = Path(sys.executable).parent
@@ -31,11 +26,7 @@ BIN = Path(sys.executable).parent
 ORCHESTRATORS = ["prefect", "dagster", "both"]
 PYTHON_VERSIONS = ["3.11", "3.12", "3.13"]
 COMBINATIONS = list(itertools.product(ORCHESTRATORS, PYTHON_VERSIONS))
-VOLUMES = {
-    "mlflow-data": "workshop-mlflow-data",
-    "prefect-data": "workshop-prefect-data",
-    "dagster-data": "workshop-dagster-data",
-}
+IMAGE = "churn-mlops-workshop:latest"  # the default project's one image
 PREFECT_SERVICES = {"prefect-server", "prefect-worker"}
 DAGSTER_SERVICES = {"dagster-webserver", "dagster-daemon"}
 
@@ -117,6 +108,10 @@ def published_ports(service: dict) -> dict[int, str]:
     return {port["target"]: port["published"] for port in service.get("ports", [])}
 
 
+def published_addresses(service: dict) -> set[str]:
+    return {port.get("host_ip", "0.0.0.0") for port in service.get("ports", [])}
+
+
 def volume_mounts(service: dict) -> dict[str, str]:
     return {mount["source"]: mount["target"] for mount in service.get("volumes", [])}
 
@@ -154,22 +149,30 @@ def test_services_match_the_spec(projects, orchestrator: str) -> None:
     command = " ".join(mlflow["command"])
     assert "--workers=1" in command
     assert "--allowed-hosts=mlflow,mlflow:*" in command, "containers call it http://mlflow:5000"
-    assert "sqlite:////data/mlflow.db" in command and "--artifacts-destination=/data/" in command
+    assert "sqlite:////data/mlflow/mlflow.db" in command
+    assert "--artifacts-destination=/data/mlflow/artifacts" in command
     assert mlflow["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert published_ports(mlflow) == {5000: "5000"}
-    assert volume_mounts(mlflow) == {"mlflow-data": "/data"}
+    assert volume_mounts(mlflow) == {"mlflow-data": "/data/mlflow"}
     assert healthcheck_url(mlflow) == "http://localhost:5000/health"
-    assert mlflow["build"]["dockerfile"] == "Dockerfile.mlflow"
+    assert mlflow["build"]["dockerfile"] == "Dockerfile"
+    # One image for every service, built once: by mlflow; the others never pull it.
+    for name, service in services.items():
+        assert service["image"] == IMAGE, name
+        assert ("build" in service) == (name == "mlflow"), name
+        assert name == "mlflow" or service["pull_policy"] == "never", name
+        assert published_addresses(service) <= {"127.0.0.1"}, f"{name}: loopback by default"
 
     if orchestrator in ("prefect", "both"):
         server, worker = services["prefect-server"], services["prefect-worker"]
-        for service in (server, worker):
-            assert service["build"]["dockerfile"] == "Dockerfile.prefect"
         assert published_ports(server) == {4200: "4200"}
         assert volume_mounts(server) == {"prefect-data": "/data/prefect"}
         assert healthcheck_url(server) == "http://localhost:4200/api/health"
         assert server["environment"]["PREFECT_UI_API_URL"] == "http://localhost:4200/api"
-        assert worker["restart"] == "on-failure"
+        assert worker["restart"] == "unless-stopped"
+        assert worker["environment"]["PREFECT_UI_URL"] == "http://localhost:4200"
+        # The code comes from the project folder: edits reach the next run, no rebuild.
+        assert set(volume_mounts(worker).values()) == {"/app/src", "/app/pipelines", "/app/data"}
         assert healthy_dependencies(worker) == {"prefect-server", "mlflow"}
         assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
         assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -187,22 +190,23 @@ def test_services_match_the_spec(projects, orchestrator: str) -> None:
     if orchestrator in ("dagster", "both"):
         webserver, daemon = services["dagster-webserver"], services["dagster-daemon"]
         for service in (webserver, daemon):
-            assert service["build"]["dockerfile"] == "Dockerfile.dagster"
-            assert volume_mounts(service) == {"dagster-data": "/app/dagster_home/storage"}
+            mounts = volume_mounts(service)
+            assert mounts.pop("dagster-data") == "/data/dagster"
+            assert set(mounts.values()) == {"/app/src", "/app/pipelines", "/app/data"}
             assert service["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+            assert service["environment"]["DAGSTER_UI_URL"] == "http://localhost:3000"
             # Runs launch in-process: the Docker socket is never mounted.
             assert not any("docker.sock" in target for target in volume_mounts(service).values())
         assert published_ports(webserver) == {3000: "3000"}
         assert healthcheck_url(webserver) == "http://localhost:3000/server_info"
         assert "dagster-webserver" in healthy_dependencies(daemon)
-        assert daemon["command"][:2] == ["dagster-daemon", "run"]
+        assert daemon["command"][:4] == ["dagster-daemon", "run", "--log-level", "warning"]
 
     for name, service in services.items():
         assert service.get("init") is True, f"{name}: an init process reaps its children"
-    used = {source for service in services.values() for source in volume_mounts(service)}
-    assert {key: config["volumes"][key]["name"] for key in used} == {
-        key: VOLUMES[key] for key in used
-    }
+    # Volumes named after the project: two projects on one machine share nothing.
+    for key, volume in config["volumes"].items():
+        assert volume["name"] == f"churn-mlops-workshop_{key}", volume
 
 
 def test_ports_come_from_dotenv(render_project) -> None:
@@ -232,8 +236,25 @@ def test_ports_come_from_dotenv(render_project) -> None:
     )
     assert published_ports(services["dagster-webserver"]) == {3000: "13001"}
     # The base image (no registry on the course machines) is an override, from .env too.
-    for service in services.values():
-        assert service["build"]["args"] == {"BASE_IMAGE": "workshop-python:local"}
+    assert services["mlflow"]["build"]["args"] == {"BASE_IMAGE": "workshop-python:local"}
+
+
+def test_classroom_ip_opens_the_ports_and_mlflow_follows(render_project) -> None:
+    """One .env setting publishes on the classroom address; the servers accept that name."""
+    project = render_project("docker-classroom", orchestrator="both")
+    dotenv = (project / ".env.example").read_text()
+    assert "\nCLASSROOM_IP=\n" in dotenv, "empty by default: this machine only"
+    (project / ".env").write_text(
+        dotenv.replace("\nCLASSROOM_IP=\n", "\nCLASSROOM_IP=192.0.2.10\n")
+    )
+    services = compose_config(project, "dagster")["services"]
+    for name in ("mlflow", "prefect-server", "dagster-webserver"):
+        assert published_addresses(services[name]) == {"192.0.2.10"}, name
+    assert "192.0.2.10,192.0.2.10:*" in " ".join(services["mlflow"]["command"])
+    assert services["prefect-server"]["environment"]["PREFECT_UI_API_URL"] == (
+        "http://192.0.2.10:4200/api"
+    )
+    assert services["prefect-worker"]["environment"]["PREFECT_UI_URL"] == "http://192.0.2.10:4200"
 
 
 def test_notification_settings_reach_the_pipeline_containers(render_project) -> None:
@@ -265,10 +286,7 @@ def test_compose_file_matches_the_compose_spec(projects, orchestrator: str) -> N
 def test_dockerfiles_pass_hadolint(projects, orchestrator: str, python: str) -> None:
     project = projects[orchestrator, python]
     dockerfiles = sorted(project.glob("Dockerfile*"))
-    expected = {"Dockerfile.mlflow"}
-    expected |= {"Dockerfile.prefect"} if orchestrator in ("prefect", "both") else set()
-    expected |= {"Dockerfile.dagster"} if orchestrator in ("dagster", "both") else set()
-    assert {path.name for path in dockerfiles} == expected
+    assert [path.name for path in dockerfiles] == ["Dockerfile"], "one image for every service"
     result = subprocess.run(
         [str(BIN / "hadolint"), *map(str, dockerfiles)], capture_output=True, text=True
     )
@@ -287,15 +305,15 @@ def test_dockerfiles_pass_hadolint(projects, orchestrator: str, python: str) -> 
 
 def test_dagster_image_uses_the_projects_dagster_home(projects) -> None:
     project = projects["both", "3.12"]
-    dockerfile = (project / "Dockerfile.dagster").read_text()
+    dockerfile = (project / "Dockerfile").read_text()
     assert "DAGSTER_HOME=/app/dagster_home" in dockerfile
     command = compose_config(project, "dagster")["services"]["dagster-webserver"]["command"]
     workspace = command[command.index("-w") + 1]
     assert workspace == "dagster_home/workspace.yaml"
     assert (project / workspace).is_file(), "the image copies the project's workspace.yaml"
-    # Run and schedule storage (DAGSTER_HOME/history, /schedules) must be on the volume too.
-    assert "ln -s storage/history dagster_home/history" in dockerfile
-    assert "ln -s storage/schedules dagster_home/schedules" in dockerfile
+    # Runs, schedules and asset values (history/, schedules/, storage/) live on the volume.
+    assert "for folder in history schedules storage; do" in dockerfile
+    assert 'ln -sfn "/data/dagster/${folder}" "dagster_home/${folder}"' in dockerfile
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out(projects) -> None:
@@ -310,13 +328,16 @@ def test_dockerignore_keeps_secrets_and_local_state_out(projects) -> None:
 @pytest.mark.parametrize(
     ("orchestrator", "verbs"),
     [
-        ("prefect", {"up": "docker compose up --build --detach", "down": "docker compose down"}),
-        ("dagster", {"up": "docker compose up --build --detach", "ps": "docker compose ps"}),
+        (
+            "prefect",
+            {"up": "docker compose up --build --detach --wait", "down": "docker compose down"},
+        ),
+        ("dagster", {"up": "docker compose up --build --detach --wait", "ps": "docker compose ps"}),
         (
             "both",
             {
-                "up": "docker compose up --build --detach",
-                "up-dagster": "docker compose --profile dagster up --build --detach",
+                "up": "docker compose up --build --detach --wait",
+                "up-dagster": "docker compose --profile dagster up --build --detach --wait",
                 "down": "docker compose --profile dagster down",
                 "logs": "docker compose --profile dagster logs --follow --tail=100",
             },
@@ -334,54 +355,3 @@ def test_makefile_verbs_drive_compose(projects, orchestrator: str, verbs: dict) 
         == 0
     )
     assert has_up_dagster == (orchestrator == "both")
-
-
-def defined_names(module: Path) -> set[str]:
-    tree = ast.parse(module.read_text())
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            names |= {target.id for target in node.targets if isinstance(target, ast.Name)}
-        elif isinstance(node, ast.ImportFrom):
-            names |= {alias.asname or alias.name for alias in node.names}
-    return names
-
-
-def test_airflow_dag_calls_the_package(render_project) -> None:
-    """Airflow is not installed: check the DAG's package imports resolve, and its API."""
-    project = render_project("docker-airflow", orchestrator="prefect", include_airflow=True)
-    dag_file = project / "pipelines" / "airflow" / "churn_training_dag.py"
-    tree = ast.parse(dag_file.read_text())
-    imports = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    assert any(
-        node.module == "airflow.sdk" and {"dag", "task"} <= {a.name for a in node.names}
-        for node in imports
-    ), "use the Airflow 3 Task SDK"
-    package_imports = [node for node in imports if node.module.startswith(DEFAULT_PACKAGE)]
-    assert len(package_imports) >= 3
-    for node in package_imports:
-        module = project / "src" / Path(*node.module.split(".")).with_suffix(".py")
-        missing = {alias.name for alias in node.names} - defined_names(module)
-        assert not missing, f"{node.module} has no {missing}"
-    # Parsed every few seconds by Airflow: no package import at module level.
-    assert not [
-        node
-        for node in tree.body
-        if isinstance(node, ast.ImportFrom) and node.module.startswith(DEFAULT_PACKAGE)
-    ]
-    assert '"*/2 * * * *", timezone="UTC"' in dag_file.read_text()
-
-
-@pytest.mark.parametrize(
-    ("language", "title"),
-    [("en", "# Airflow: an overview"), ("fr", "# Airflow : vue d’ensemble")],
-)
-def test_airflow_overview_in_the_projects_language(render_project, language, title) -> None:
-    project = render_project(f"docker-airflow-{language}", docs_language=language)
-    overview = (project / "docs" / "airflow_overview.md").read_text()
-    assert overview.startswith(title)
-    assert "| Airflow 3 | Prefect 3 | Dagster 1.x |" in overview
-    assert "pipelines/airflow/churn_training_dag.py" in overview
-    assert (project / "pipelines" / "airflow" / "churn_training_dag.py").is_file()

@@ -36,7 +36,9 @@ from helpers import (
     champion_version,
     free_port,
     mlflow_runs_tagged,
+    prefect_flow_runs,
     run_metrics,
+    scheduled_prefect_run,
     stack_env,
     wait_until,
 )
@@ -48,7 +50,6 @@ PARTS = ["part1", "part2", "part3", "part4", "part5", "part7", "deploy"]
 PIPELINE_FLOW = "churn-training-pipeline"
 PIPELINE_ENTRYPOINT = "pipelines/examples/Prefect_ML_Pipeline.py:training_pipeline"
 DEPLOYMENT = "scheduled-training"
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 LAUNCH_DEADLINE = 150  # s from registration to a scheduled run picked up: two ticks, a poll
 RUN_DEADLINE = 300  # s for that run to finish, imports and training on a busy 2-core machine
 
@@ -151,8 +152,7 @@ def api_post(stack: Stack, path: str, body: dict) -> list[dict]:
 
 
 def flow_runs(stack: Stack, flow_name: str, **filters: object) -> list[dict]:
-    body = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC", **filters}
-    return api_post(stack, "/flow_runs/filter", body)
+    return prefect_flow_runs(stack.api, flow_name, **filters)
 
 
 def task_runs(stack: Stack, flow_run_id: str) -> list[dict]:
@@ -433,31 +433,10 @@ def test_both_orchestrators_render_sends_slack_messages(notified: Notified):
 def test_a_scheduled_run_completes_by_itself(stack: Stack, deployment: Deployment):
     """A run the schedule created (not the test) completes and logs to MLflow; Ctrl+C pauses."""
 
-    def scheduled_runs() -> list[dict]:
-        deployments = {"id": {"any_": [deployment.info["id"]]}}
-        return [
-            r
-            for r in flow_runs(stack, PIPELINE_FLOW, deployments=deployments)
-            if r["auto_scheduled"]
-        ]
-
-    def launched() -> dict | None:
-        """The first scheduled run the worker has picked up (no longer Scheduled or Late)."""
-        return next((r for r in scheduled_runs() if r["state"]["type"] != "SCHEDULED"), None)
-
-    def finished(run_id: str) -> dict | None:
-        return next(
-            (r for r in scheduled_runs() if r["id"] == run_id and r["state"]["type"] in FINAL),
-            None,
-        )
-
-    logs = f"see {stack.project}/.workshop/logs/prefect-*.log"
+    logs = f"; see {stack.project}/.workshop/logs/prefect-*.log"
     remaining = LAUNCH_DEADLINE - (time.monotonic() - deployment.registered)
-    first = wait_until(
-        launched, max(remaining, 10), f"no scheduled run started; {logs}", interval=2
-    )
-    run = wait_until(
-        lambda: finished(first["id"]), RUN_DEADLINE, f"the scheduled run never finished; {logs}"
+    run = scheduled_prefect_run(
+        stack.api, PIPELINE_FLOW, deployment.info["id"], max(remaining, 10), RUN_DEADLINE, logs
     )
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert len(mlflow_runs_of(stack, run["id"])) == 3

@@ -90,8 +90,9 @@ def rendered_files(project: Path) -> set[str]:
 def check_no_jinja_leftovers(project: Path) -> None:
     for relative in rendered_files(project):
         text = (project / relative).read_text(errors="replace")
-        # GitHub expressions `${{ ... }}` are not Jinja.
-        text = re.sub(r"\$\{\{.*?\}\}", "", text)
+        # GitHub expressions `${{ ... }}` and Prefect's environment placeholders
+        # `{{ $VAR }}` are not Jinja.
+        text = re.sub(r"\$\{\{.*?\}\}|\{\{ \$\w+ \}\}", "", text)
         assert not JINJA_LEFTOVER.search(text), f"Jinja marker left in {relative}"
 
 
@@ -218,13 +219,13 @@ def test_docs_follow_the_chosen_language(render_project):
         "mlflow_cheatsheet.md": "# Aide-mémoire MLflow",
         "prefect.md": "# Parcours Prefect",
         "dagster.md": "# Parcours Dagster (bonus)",
-        "airflow_overview.md": "# Airflow : vue d’ensemble pour comparer",
+        "README_DOCKER.md": "# Guide Docker : la pile de l’atelier dans Docker Compose",
     }
     assert titles["en"] == {
         "mlflow_cheatsheet.md": "# MLflow cheat sheet",
         "prefect.md": "# Prefect track",
         "dagster.md": "# Dagster track (bonus)",
-        "airflow_overview.md": "# Airflow: an overview for comparison",
+        "README_DOCKER.md": "# Docker guide: the workshop's stack in Docker Compose",
     }
 
 
