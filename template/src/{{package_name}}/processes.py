@@ -96,3 +96,56 @@ def stop_process_groups(processes: list[subprocess.Popen], timeout: float) -> No
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def process_status(pid: int) -> tuple[str, str] | None:
+    """``ps``'s state letter and start time of ``pid``; None when it is gone or a zombie.
+
+    The start time makes a recorded PID an identity: after a reboot the same number
+    may belong to another program, which must never be stopped by mistake.
+    """
+    try:
+        shown = subprocess.run(
+            ["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True, text=True
+        ).stdout.strip()
+    except FileNotFoundError:  # no `ps` on this system: nothing can be recognised
+        return None
+    state, _, started = shown.partition(" ")
+    return None if not shown or state.startswith("Z") else (state, started.strip())
+
+
+def remember_process_groups(processes: list[subprocess.Popen], record: Path) -> None:
+    """Write each server's PID and start time, for the next start to find if we are killed."""
+    lines = []
+    for process in processes:
+        if status := process_status(process.pid):
+            lines.append(f"{process.pid}\t{status[1]}")
+    record.write_text("".join(f"{line}\n" for line in lines))
+
+
+def stop_leftover_process_groups(record: Path, timeout: float) -> list[int]:
+    """Stop the servers a killed predecessor recorded and left running; return their PIDs.
+
+    ``make dev`` killed hard (SIGKILL, a crash) cannot stop its servers: they keep their
+    ports. The next start finds them here, by PID and start time, and stops them.
+    """
+    if not record.exists():
+        return []
+    leftovers = []
+    for line in record.read_text().splitlines():
+        pid, _, started = line.partition("\t")
+        status = process_status(int(pid))
+        if status and status[1] == started:
+            leftovers.append(int(pid))
+    for pid in leftovers:
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(process_status(pid) for pid in leftovers) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    for pid in leftovers:
+        if process_status(pid):
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    record.unlink()
+    return leftovers
