@@ -59,6 +59,29 @@ def memory_by_container(project: Path) -> dict[str, str]:
     }
 
 
+def print_volumes(project: Path) -> None:
+    """The project's named volumes and their size on disk, as `docker system df -v` counts."""
+    usage = subprocess.run(
+        ["docker", "system", "df", "-v", "--format", "{{json .Volumes}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    prefix = f"{project_slug(project)}_"
+    print("volumes after the run:")
+    for volume in json.loads(usage):
+        if volume["Name"].startswith(prefix):
+            print(f"  {volume['Name']:45} {volume['Size']}")
+
+
+def project_slug(project: Path) -> str:
+    return next(
+        line.split(":", 1)[1].strip()
+        for line in (project / "docker-compose.yml").read_text().splitlines()
+        if line.startswith("name:")
+    )
+
+
 def print_memory(title: str, project: Path) -> None:
     print(f"{title}:")
     for name, usage in sorted(memory_by_container(project).items()):
@@ -136,12 +159,7 @@ def main() -> None:
         print_memory("memory idle", project)
         seconds = deploy_to_first_completed_run(project, env, ports["PREFECT_PORT"])
         print(f"host deploy to first scheduled run completed in the container: {seconds:.0f} s")
-        disk = subprocess.run(
-            ["docker", "system", "df", "-v", "--format", "{{json .Volumes}}"],
-            capture_output=True,
-            text=True,
-        ).stdout
-        print(f"volumes after the run: {disk.strip()[:400]}")
+        print_volumes(project)
     finally:
         subprocess.run([*STACK, "down", "-v"], cwd=project, capture_output=True)
 

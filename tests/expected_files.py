@@ -63,6 +63,7 @@ PREFECT = {
     "pipelines/examples/Prefect_ML_Pipeline.py",
     "pipelines/workshop/prefect/Prefect_Workshop.py",
     "src/{package}/prefect_support.py",
+    "docs/images/docker-prefect.png",
 }
 
 # Rendered when orchestrator is dagster or both.
@@ -73,6 +74,7 @@ DAGSTER = {
     "pipelines/examples/Dagster_ML_Pipeline.py",
     "pipelines/workshop/dagster/Dagster_Workshop.py",
     "src/{package}/dagster_support.py",
+    "docs/images/docker-dagster.png",
 }
 
 # Rendered when include_airflow is true.
@@ -81,8 +83,14 @@ AIRFLOW = {
     "pipelines/workshop/airflow/airflow_overview.md",
 }
 
-# Docker Compose stack, its one image and the Docker guide: rendered always.
-DOCKER = {"docker-compose.yml", "Dockerfile", "docs/README_DOCKER.md"}
+# Docker Compose stack, its one image and the Docker guide: rendered always, with the
+# screenshots the guide shows (the Prefect and Dagster ones with their orchestrator).
+DOCKER = {
+    "docker-compose.yml",
+    "Dockerfile",
+    "docs/README_DOCKER.md",
+    "docs/images/docker-mlflow.png",
+}
 
 CI = {"github": {".github/workflows/ci.yml"}, "gitlab": {".gitlab-ci.yml"}, "none": set()}
 

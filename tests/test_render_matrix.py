@@ -89,6 +89,8 @@ def rendered_files(project: Path) -> set[str]:
 
 def check_no_jinja_leftovers(project: Path) -> None:
     for relative in rendered_files(project):
+        if relative.endswith(".png"):
+            continue  # the guide's screenshots: copied as they are, never rendered
         text = (project / relative).read_text(errors="replace")
         # GitHub expressions `${{ ... }}` and Prefect's environment placeholders
         # `{{ $VAR }}` are not Jinja.
@@ -108,6 +110,16 @@ def check_sources_parse(project: Path) -> None:
         assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
     for path in [*project.rglob("*.yml"), *project.rglob("*.yaml")]:
         yaml.safe_load(path.read_text())
+
+
+def check_local_links(project: Path) -> None:
+    """Every link and image of the Markdown docs that points into the project exists."""
+    for page in project.rglob("*.md"):
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:|#|<", target):
+                continue  # a web address, an anchor or a placeholder
+            path = (page.parent / target.split("#")[0]).resolve()
+            assert path.exists(), f"{page.relative_to(project)} links to missing {target}"
 
 
 def run_tool(*args: str | Path, cwd: Path) -> None:
@@ -166,6 +178,7 @@ def test_combination_renders_a_clean_project(answers: dict, template_dir: Path, 
 
     check_no_jinja_leftovers(project)
     check_sources_parse(project)
+    check_local_links(project)
     run_tool(BIN / "ruff", "check", "--no-cache", ".", cwd=project)
     run_tool(BIN / "ruff", "format", "--check", "--no-cache", ".", cwd=project)
     for relative, schema in CI_SCHEMAS.items():
