@@ -49,7 +49,6 @@ PIPELINE_FLOW = "churn-training-pipeline"
 DEPLOYMENT = "scheduled-training"
 SCHEDULE = "churn_training_schedule"
 EXPERIMENT = "churn-prediction"
-PROJECT_LABEL = "com.docker.compose.project"  # compose labels every container and volume
 LAUNCH_DEADLINE = 180  # s from the schedule's start to a run picked up: two ticks and a poll
 RUN_DEADLINE = 420  # s for that run to finish, in a container, on a busy 2-core machine
 # Where the browser's screenshots go; the guide's images were taken with this test.
@@ -251,23 +250,6 @@ def stack_comes_up_healthy_on_the_moved_ports(student: Student) -> None:
     assert requests.get(f"{student.url('mlflow')}/health", timeout=10).status_code == 200
     built = re.findall(r"^ *(\S+)\s+Built$", student.facts["build"], flags=re.M)
     assert built == ["mlflow"], f"one image, built once: {built}"
-    volumes = subprocess.run(
-        [
-            "docker",
-            "volume",
-            "ls",
-            "-q",
-            "--filter",
-            f"label={PROJECT_LABEL}={student.answers.slug}",
-        ],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    guide_table = re.findall(
-        r"^\| `([\w.-]+_[\w-]+-data)` \|", (student.project / GUIDE).read_text(), re.M
-    )
-    assert sorted(volumes) == sorted(guide_table), "the guide names the project's real volumes"
-    assert all(volume.startswith(f"{student.answers.slug}_") for volume in volumes)
 
 
 def host_deploy_and_parts_run_against_the_containers(student: Student) -> None:
@@ -367,8 +349,25 @@ SCHEDULE_STATE = """
 """
 
 
+def compose_objects(student: Student, *listing: str) -> list[str]:
+    """The containers or volumes compose made for the project (by its label)."""
+    label = f"label=com.docker.compose.project={student.answers.slug}"
+    shown = subprocess.run(["docker", *listing, "--filter", label], capture_output=True, text=True)
+    return shown.stdout.split()
+
+
+def volumes_are_named_after_the_project(student: Student) -> None:
+    """Every volume the whole stack made carries the project's name, as the guide's table."""
+    volumes = compose_objects(student, "volume", "ls", "-q")
+    guide = (student.project / GUIDE).read_text()
+    in_the_guide = re.findall(r"^\| `([\w.-]+_[\w-]+-data)` \|", guide, re.M)
+    assert sorted(volumes) == sorted(in_the_guide), "the guide names the project's real volumes"
+    assert all(volume.startswith(f"{student.answers.slug}_") for volume in volumes)
+
+
 def down_then_up_keeps_everything(student: Student) -> None:
     """Runs, models, deployments and schedules survive `down` (the volumes do)."""
+    volumes_are_named_after_the_project(student)
     stack = student.answers.stack
     student.run(f"{stack} down")
     assert not listening(student.ports["mlflow"])
@@ -392,14 +391,8 @@ def down_then_up_keeps_everything(student: Student) -> None:
 
 def down_v_leaves_no_container_volume_or_port(student: Student) -> None:
     student.run(f"{student.answers.stack} down -v")
-    project_label = f"label={PROJECT_LABEL}={student.answers.slug}"
-    containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", project_label], capture_output=True, text=True
-    )
-    volumes = subprocess.run(
-        ["docker", "volume", "ls", "-q", "--filter", project_label], capture_output=True, text=True
-    )
-    assert containers.stdout.strip() == "" and volumes.stdout.strip() == ""
+    assert compose_objects(student, "ps", "-aq") == []
+    assert compose_objects(student, "volume", "ls", "-q") == []
     assert not any(listening(port) for port in student.ports.values())
 
 
