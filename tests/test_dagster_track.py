@@ -49,7 +49,7 @@ WORKSHOP_LOCATION = "churn_workshop"  # part 1's task-style job
 REPOSITORY = "__repository__"
 JOB = "churn_training_job"
 SCHEDULE = "churn_training_schedule"
-SENSORS = {"notify_on_success", "notify_on_failure"}
+SENSORS = {"notify_on_success", "notify_on_failure", "retrain_on_drift"}
 CHECKS = ["has_expected_columns", "target_has_no_missing_values", "churn_rate_is_plausible"]
 WORKSHOP = "pipelines/workshop/dagster/Dagster_Workshop.py"
 PIPELINE = "pipelines/examples/Dagster_ML_Pipeline.py"
@@ -292,13 +292,15 @@ def test_definitions_load_without_errors(dagster_project: DagsterProject) -> Non
         "random_forest_model",
         "gradient_boosting_model",
         "best_model",
+        "batch_predictions",  # monitoring (tests/test_monitoring_track.py)
     }
     assert JOB in {job["name"] for job in repository["jobs"]}
     workshop = workspace_repositories(dagster_project)[WORKSHOP_LOCATION]
     assert [job["name"] for job in workshop["jobs"]] == ["churn_training_task_style"]
     assert workshop["assetNodes"] == [] and workshop["schedules"] == []
-    [schedule] = repository["schedules"]
-    assert schedule["name"] == SCHEDULE
+    schedules = {schedule["name"]: schedule for schedule in repository["schedules"]}
+    assert set(schedules) == {SCHEDULE, "churn_monitoring_schedule"}
+    schedule = schedules[SCHEDULE]
     assert schedule["cronSchedule"] == "* * * * *"  # SCHEDULE_CRON from the environment wins
     assert schedule["scheduleState"]["status"] == "STOPPED"  # the student turns it on
     assert {s["sensorState"]["status"] for s in repository["sensors"]} == {"RUNNING"}
@@ -435,3 +437,4 @@ def test_success_notifications_arrive_in_the_service_format(
             f"no success notification for run {run_id}: {dagster_project.webhook.payloads}",
         )
         assert "succeeded" in text
+

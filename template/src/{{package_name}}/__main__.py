@@ -17,10 +17,46 @@ def generate_data(args: argparse.Namespace) -> None:
     from .config import load_settings
     from .data import generate_customer_data, save_customer_data
 
+    if args.batch or args.drift is not None:
+        generate_batch(args)
+        return
     output = args.output or load_settings().data_path
-    frame = generate_customer_data(n_customers=args.rows, seed=args.seed)
+    seed = 42 if args.seed is None else args.seed
+    frame = generate_customer_data(n_customers=args.rows or 5000, seed=seed)
     path = save_customer_data(frame, output)
     print(f"Wrote {len(frame)} customers ({frame['churned'].mean():.1%} churned) to {path}")
+
+
+def generate_batch(args: argparse.Namespace) -> None:
+    """A batch of new customers (no outcome yet) in BATCH_DIR, drifted if asked."""
+    from .config import load_settings
+    from .data import write_batch
+
+    rows, drift = args.rows or 1000, args.drift or 0.0
+    path = write_batch(load_settings().batch_dir, rows, args.seed, drift)
+    kind = f"drifted batch (strength {drift})" if drift else "batch"
+    print(f"Wrote a {kind} of {rows} customers to {path}")
+
+
+def monitor(args: argparse.Namespace) -> None:
+    """Monitor a batch; on drift, alert and retrain here (the orchestrators use their runs)."""
+    from .config import load_settings
+    from .monitoring import alert_on_drift, monitor_batch
+
+    settings = load_settings()
+    result = monitor_batch(settings, args.batch, tags={"orchestrator": "cli"})
+    print(result.report.summary)
+    print(f"Report: {result.run_url} (Artifacts > drift_report.html)")
+    if not result.drift_detected:
+        return
+    if args.no_retrain:
+        alert_on_drift(result, "Retraining is off (--no-retrain).")
+        return
+    from .pipeline import run_training_pipeline
+
+    alert_on_drift(result, "Retraining started by `make monitor`.")
+    tags = {"trigger": "drift", "monitoring_run_id": result.run_id}
+    print(run_training_pipeline(settings=settings, tags=tags).summary)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -59,10 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     command = commands.add_parser("generate-data", help="write the synthetic customer CSV")
-    command.add_argument("--rows", type=int, default=5000)
-    command.add_argument("--seed", type=int, default=42)
+    command.add_argument("--rows", type=int, help="default: 5000, or 1000 for a batch")
+    command.add_argument("--seed", type=int, help="default: 42, or the batch's number + 1000")
     command.add_argument("--output", help="CSV path (default: DATA_PATH from .env)")
+    command.add_argument(
+        "--batch", action="store_true", help="write the next batch of new customers to BATCH_DIR"
+    )
+    command.add_argument(
+        "--drift",
+        type=float,
+        nargs="?",
+        const=0.8,
+        metavar="STRENGTH",
+        help="a batch whose customers have shifted, by 0-1 (default 0.8)",
+    )
     command.set_defaults(handler=generate_data)
+
+    command = commands.add_parser("monitor", help="score a batch with the champion, report drift")
+    command.add_argument("--batch", type=Path, help="CSV of new customers (default: the newest)")
+    command.add_argument("--no-retrain", action="store_true", help="alert on drift, train nothing")
+    command.set_defaults(handler=monitor)
 
     command = commands.add_parser("train", help="train, log to MLflow, promote the best model")
     command.add_argument("--models", nargs="+", help="model names (default: all)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ NUMERIC_FEATURES = [
 CATEGORICAL_FEATURES = ["contract_type", "payment_method", "internet_service"]
 FEATURE_COLUMNS = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 CHURN_RATE_RANGE = (0.05, 0.60)
+BATCH_PATTERN = re.compile(r"batch_(\d+)\.csv")
 
 CONTRACTS = ["month-to-month", "one-year", "two-year"]
 PAYMENTS = ["electronic-check", "credit-card", "bank-transfer", "mailed-check"]
@@ -32,19 +34,29 @@ class DataValidationError(WorkshopError, ValueError):
     """The data set cannot be used for training; the message says why."""
 
 
-def generate_customer_data(n_customers: int = 5000, seed: int = 42) -> pd.DataFrame:
+def generate_customer_data(
+    n_customers: int = 5000, seed: int = 42, drift: float = 0.0
+) -> pd.DataFrame:
     """Draw a reproducible customer table whose churn depends on the features.
 
     Churn follows a logistic model (short tenure, monthly contracts, many
     support tickets and high charges raise it) so that models have signal to find.
+    ``drift`` (0 to 1) shifts the population the way a real churn base shifts after a
+    price rise: newer customers, higher charges, more monthly contracts, more churn.
+    Age, tickets, usage, payment method and internet service stay as they were, so
+    that a drift report has both moved and unmoved features to tell apart. At 0 the
+    draws are exactly those of the training data.
     """
+    if not 0.0 <= drift <= 1.0:
+        raise DataValidationError(f"Drift strength {drift} is outside 0-1")
     rng = np.random.default_rng(seed)
-    tenure = rng.integers(1, 73, n_customers)
-    contract = rng.choice(CONTRACTS, n_customers, p=[0.55, 0.25, 0.20])
-    monthly = np.round(rng.normal(70, 25, n_customers).clip(18, 150), 2)
+    tenure = shorter_tenure(rng.integers(1, 73, n_customers), drift)
+    contract = rng.choice(CONTRACTS, n_customers, p=drifted_contract_mix(drift))
+    monthly = np.round(rng.normal(70 + 30 * drift, 25, n_customers).clip(18, 150), 2)
     tickets = rng.poisson(1.5, n_customers)
     logit = (
         -1.2
+        + 1.0 * drift
         - 0.04 * tenure
         + 0.02 * (monthly - 70)
         + 0.45 * tickets
@@ -67,6 +79,17 @@ def generate_customer_data(n_customers: int = 5000, seed: int = 42) -> pd.DataFr
             TARGET: churned.astype(int),
         }
     )
+
+
+def shorter_tenure(tenure: np.ndarray, drift: float) -> np.ndarray:
+    """Tenures shrunk towards a month as drift grows: many recent customers."""
+    return np.maximum(1, np.round(tenure * (1 - 0.6 * drift))).astype(tenure.dtype)
+
+
+def drifted_contract_mix(drift: float) -> list[float]:
+    """Contract shares moving from the training mix towards mostly month-to-month."""
+    base, shifted = np.array([0.55, 0.25, 0.20]), np.array([0.95, 0.04, 0.01])
+    return list(base + drift * (shifted - base))
 
 
 def save_customer_data(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -111,3 +134,32 @@ def validate_customer_data(frame: pd.DataFrame) -> None:
         raise DataValidationError(
             f"Churn rate {rate:.1%} is outside the expected range {low:.0%}-{high:.0%}"
         )
+
+
+# --- Batches: new customers arriving after training ---------------------------------
+
+
+def batch_files(batch_dir: Path) -> list[Path]:
+    """The batches, oldest first (``batch_001.csv``, ``batch_002.csv``...)."""
+    found = [path for path in batch_dir.glob("batch_*.csv") if BATCH_PATTERN.fullmatch(path.name)]
+    return sorted(found, key=lambda path: int(BATCH_PATTERN.fullmatch(path.name)[1]))
+
+
+def newest_batch(batch_dir: Path) -> Path:
+    if batches := batch_files(batch_dir):
+        return batches[-1]
+    raise InputFileNotFoundError(
+        f"No batch in {batch_dir}: create one with `python generate_sample_data.py --batch` "
+        "(or `make batch`)."
+    )
+
+
+def write_batch(
+    batch_dir: Path, rows: int = 1000, seed: int | None = None, drift: float = 0.0
+) -> Path:
+    """Write the next batch, without the outcome column; seeded by its number unless given."""
+    existing = batch_files(batch_dir)
+    number = int(BATCH_PATTERN.fullmatch(existing[-1].name)[1]) + 1 if existing else 1
+    frame = generate_customer_data(rows, seed=1000 + number if seed is None else seed, drift=drift)
+    frame[ID_COLUMN] = [f"B{number:03d}-{index:06d}" for index in range(rows)]
+    return save_customer_data(frame.drop(columns=[TARGET]), batch_dir / f"batch_{number:03d}.csv")

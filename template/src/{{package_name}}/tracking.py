@@ -56,10 +56,20 @@ def setup_tracking(settings: Settings) -> str:
     orchestrator, the organized notebook) starts here.
     """
     connect(settings.mlflow_tracking_uri)
-    experiment = mlflow.set_experiment(settings.experiment_name)
+    return use_experiment(settings.experiment_name)
+
+
+def use_experiment(name: str) -> str:
+    """Make the experiment ``name`` the active one (created if needed); returns its id."""
+    experiment = mlflow.set_experiment(name)
     # When another process creates the experiment at the same moment, MLflow returns it
     # without making it active, and runs land in "Default". Set by id, it always is.
     return mlflow.set_experiment(experiment_id=experiment.experiment_id).experiment_id
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a student opens the run in the MLflow UI."""
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def sklearn_internal_types(model: Pipeline) -> list[str]:
