@@ -34,6 +34,7 @@ CORE = {
     "src/{package}/tracking.py",
     "src/{package}/training.py",
     "tests/conftest.py",
+    "tests/test_config.py",
     "tests/test_data.py",
     "tests/test_devstack.py",
     "tests/test_features.py",

@@ -2,26 +2,39 @@
 
 A terminal closed under `make dev`, or `make dev` killed outright: the servers must not
 keep their ports, or the next `make dev` must find and stop what was left. Two projects
-on one machine share no state.
+on one machine share no state. A malformed `.env` value or data file: one line that names
+it, no traceback, no run half-logged.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import DevStack, ProjectEnv, free_port, listening, mlflow_api, wait_until
+from helpers import (
+    DEFAULT_PACKAGE,
+    DevStack,
+    ProjectEnv,
+    free_port,
+    listening,
+    mlflow_api,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("faults")]
 
 
 @pytest.fixture(scope="module")
-def project(render_project) -> Path:
-    return render_project("faults", orchestrator="prefect")
+def project(render_project, project_env: ProjectEnv) -> Path:
+    project = render_project("faults", orchestrator="prefect")
+    project_env.run([str(project_env.python), "generate_sample_data.py", "--rows", "500"], project)
+    return project
 
 
 def mlflow_only(project_env: ProjectEnv, project: Path, port: int, **options: str) -> DevStack:
@@ -97,3 +110,77 @@ def test_two_projects_on_one_machine_share_nothing(render_project, project_env: 
         assert (
             mlflow_api(b, "experiments/get-by-name", experiment_name="only-in-a").status_code == 404
         )
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """A known failure: exit 1 and one `error:` line, the last, with no traceback.
+
+    MLflow's own INFO lines (an experiment created) may come before it.
+    """
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    return errors[0]
+
+
+def test_a_malformed_port_in_dotenv_is_named(project_env: ProjectEnv, project: Path):
+    command = [str(project_env.python), "-m", DEFAULT_PACKAGE, "dev"]
+    result = project_env.run(command, project, check=False, MLFLOW_PORT="50OO")
+    assert "MLFLOW_PORT='50OO' is not a port number" in one_line_error(result)
+
+
+BAD_DATA = {  # what a student's data file may look like, and the words that must name it
+    "empty": ("", "is empty"),
+    "renamed column": ("rename", "Missing column(s): tenure_months"),
+    "text in numbers": ("text", "Text in numeric column(s): monthly_charges"),
+    "missing file": (None, "not found"),
+}
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(render_project, project_env: ProjectEnv) -> Iterator[str]:
+    """One MLflow for the bad-data cases, in a project of its own (the others kill theirs)."""
+    project = render_project("faults-data", orchestrator="prefect")
+    port = free_port()
+    with mlflow_only(project_env, project, port):
+        yield f"http://127.0.0.1:{port}"
+
+
+def bad_copy(good: Path, content: str | None, destination: Path) -> Path:
+    lines = good.read_text().splitlines()
+    if content == "rename":
+        destination.write_text("\n".join([lines[0].replace("tenure_months", "tenure"), *lines[1:]]))
+    elif content == "text":
+        header, first, *rest = lines
+        cells = first.split(",")
+        cells[header.split(",").index("monthly_charges")] = '"12,5"'  # a decimal comma
+        destination.write_text("\n".join([header, ",".join(cells), *rest]))
+    elif content is not None:
+        destination.write_text(content)
+    return destination
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_training_data_is_named_and_logs_no_run(
+    project_env: ProjectEnv, project: Path, tracking_uri: str, case: str
+):
+    """Against a real server: one line naming the problem, and no run logged."""
+    content, named = BAD_DATA[case]
+    slug = case.replace(" ", "-")
+    data = bad_copy(project / "data" / "customer_data.csv", content, project.parent / f"{slug}.csv")
+    result = project_env.run(
+        [str(project_env.python), "-m", DEFAULT_PACKAGE, "train"],
+        project,
+        check=False,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        MLFLOW_EXPERIMENT_NAME=f"bad-data-{slug}",
+        DATA_PATH=str(data),
+    )
+    assert named in one_line_error(result)
+    searched = mlflow_api(tracking_uri, "experiments/search", max_results="1000").json()
+    ids = [e["experiment_id"] for e in searched.get("experiments", [])]
+    runs = requests.post(
+        f"{tracking_uri}/api/2.0/mlflow/runs/search", json={"experiment_ids": ids}, timeout=30
+    )
+    assert runs.json().get("runs", []) == [], "a refused data file logs nothing"

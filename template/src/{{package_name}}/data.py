@@ -107,7 +107,13 @@ def load_customer_data(path: str | Path) -> pd.DataFrame:
             f"Data file {path} not found. Create it with `python generate_sample_data.py` "
             "(or `make data`)."
         )
-    return pd.read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(
+            f"Data file {path} is empty. Write it again with `python generate_sample_data.py` "
+            "(or `make data`)."
+        ) from None
 
 
 def data_version(path: str | Path) -> str:
@@ -120,12 +126,26 @@ def missing_columns(frame: pd.DataFrame, required: list[str]) -> list[str]:
     return [column for column in required if column not in frame.columns]
 
 
+def text_in_numeric_columns(frame: pd.DataFrame) -> list[str]:
+    """Numeric features holding text (a typo, a unit, a decimal comma): no model can use them."""
+    return [
+        name
+        for name in NUMERIC_FEATURES
+        if name in frame.columns and not pd.api.types.is_numeric_dtype(frame[name])
+    ]
+
+
 def validate_customer_data(frame: pd.DataFrame) -> None:
     """Refuse data that would train a meaningless model, naming the problem."""
     if missing := missing_columns(frame, [*FEATURE_COLUMNS, TARGET]):
         raise DataValidationError(f"Missing column(s): {', '.join(missing)}")
     if frame.empty:
         raise DataValidationError("The data set has no rows")
+    if text := text_in_numeric_columns(frame):
+        raise DataValidationError(
+            f"Text in numeric column(s): {', '.join(text)}. Fix the file, or write it again "
+            "with `make data`."
+        )
     if (n_missing := int(frame[TARGET].isna().sum())) > 0:
         raise DataValidationError(f"Column {TARGET!r} has {n_missing} missing value(s)")
     rate = float(frame[TARGET].mean())

@@ -30,7 +30,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from pandas.api.types import is_numeric_dtype
 from scipy import stats
 
 from .config import Settings
@@ -42,6 +41,7 @@ from .data import (
     missing_columns,
     newest_batch,
     save_customer_data,
+    text_in_numeric_columns,
 )
 from .errors import InputFileNotFoundError, WorkshopError
 from .notifications import notify
@@ -72,7 +72,7 @@ def read_batch(path: Path) -> pd.DataFrame:
         raise BatchError(f"Batch {path} lacks the column(s) the model needs: {', '.join(missing)}")
     if frame.empty:
         raise BatchError(f"Batch {path} has a header but no rows")
-    if text := [name for name in NUMERIC_FEATURES if not is_numeric_dtype(frame[name])]:
+    if text := text_in_numeric_columns(frame):
         raise BatchError(f"Batch {path} has text in numeric column(s): {', '.join(text)}")
     return frame
 
