@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -297,12 +298,25 @@ class WebhookRecorder:
                 pass  # keep the test output for the test
 
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook"
+        # A token in the path, as Discord's and Slack's URLs carry one: the secret that
+        # `places_holding` must find written nowhere.
+        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook/{secrets.token_hex(12)}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def places_holding(folder: Path, secret: str) -> list[str]:
+    """Every file under ``folder`` whose bytes contain ``secret``: logs, SQLite databases
+    (with their -wal journals), artifacts, rendered files."""
+    needle = secret.encode()
+    return sorted(
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and not path.is_symlink() and needle in path.read_bytes()
+    )
 
 
 def mlflow_api(tracking_uri: str, path: str, **params: str) -> requests.Response:

@@ -38,6 +38,7 @@ from helpers import (
     dagster_graphql,
     dagster_runs,
     mlflow_runs_tagged,
+    places_holding,
     stack_env,
     wait_until,
 )
@@ -438,3 +439,9 @@ def test_success_notifications_arrive_in_the_service_format(
         )
         assert "succeeded" in text
 
+
+@variants
+def test_the_webhook_url_is_written_nowhere(dagster_project: DagsterProject) -> None:
+    """A secret: not in a log, a run's config or tags, MLflow's database or a project file."""
+    assert dagster_project.webhook.payloads, "the URL was used: notifications went out"
+    assert places_holding(dagster_project.project, dagster_project.webhook.url) == []

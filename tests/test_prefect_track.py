@@ -36,6 +36,7 @@ from helpers import (
     champion_version,
     free_port,
     mlflow_runs_tagged,
+    places_holding,
     prefect_flow_runs,
     run_metrics,
     scheduled_prefect_run,
@@ -380,6 +381,7 @@ class Notified:
     discord: list[dict]
     slack: list[dict]
     both: Path
+    webhook_urls: set[str]
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +408,7 @@ def notified(render_project, stack: Stack, project_env: ProjectEnv, deployment) 
         slack.close()
     for result in results.values():
         succeeded(result)
-    return Notified(discord.payloads, slack.payloads, both)
+    return Notified(discord.payloads, slack.payloads, both, {discord.url, slack.url})
 
 
 def test_part7_sends_discord_messages(stack: Stack, notified: Notified):
@@ -428,6 +430,14 @@ def test_both_orchestrators_render_sends_slack_messages(notified: Notified):
     block = failure["blocks"][0]
     assert block["type"] == "section" and block["text"]["type"] == "mrkdwn"
     assert "part7-broken-data failed" in block["text"]["text"]
+
+
+def test_the_webhook_urls_are_written_nowhere(stack: Stack, notified: Notified):
+    """Secrets: in no log, flow-run parameter, Prefect or MLflow database, project file."""
+    assert notified.discord and notified.slack, "the URLs were used: messages went out"
+    for url in notified.webhook_urls:
+        for project in (stack.project, notified.both):
+            assert places_holding(project, url) == [], url
 
 
 def test_a_scheduled_run_completes_by_itself(stack: Stack, deployment: Deployment):

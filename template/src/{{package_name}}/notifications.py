@@ -54,6 +54,9 @@ def notify(title: str, message: str, success: bool = True, service: str | None =
         )
         response.raise_for_status()
     except requests.RequestException as error:
-        logger.warning("Could not deliver the %s notification: %s", service, error)
+        # The exception's text names the URL, a secret: log only what went wrong.
+        response = error.response
+        reason = f"HTTP {response.status_code}" if response is not None else type(error).__name__
+        logger.warning("Could not deliver the %s notification (%s).", service, reason)
         return False
     return True
