@@ -283,7 +283,8 @@ def make_commands(project: Path, verb: str) -> list[str]:
 class WebhookRecorder:
     """A local HTTP endpoint standing for Discord or Slack: records the JSON bodies posted."""
 
-    def __init__(self) -> None:
+    def __init__(self, reachable_at: str = "127.0.0.1") -> None:
+        """Listens on ``reachable_at`` (a Docker network's gateway, for containers to post)."""
         self.payloads: list[dict] = []
         payloads = self.payloads
 
@@ -297,10 +298,11 @@ class WebhookRecorder:
             def log_message(self, *args: object) -> None:
                 pass  # keep the test output for the test
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.server = HTTPServer((reachable_at, 0), Handler)
         # A token in the path, as Discord's and Slack's URLs carry one: the secret that
         # `places_holding` must find written nowhere.
-        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook/{secrets.token_hex(12)}"
+        port = self.server.server_port
+        self.url = f"http://{reachable_at}:{port}/webhook/{secrets.token_hex(12)}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:

@@ -171,6 +171,9 @@ def test_services_match_the_spec(projects, orchestrator: str) -> None:
         assert server["environment"]["PREFECT_UI_API_URL"] == "http://localhost:4200/api"
         assert worker["restart"] == "unless-stopped"
         assert worker["environment"]["PREFECT_UI_URL"] == "http://localhost:4200"
+        assert worker["environment"]["MLFLOW_UI_URL"] == "http://localhost:5000"
+        # data/ is read-only in the containers: monitoring writes its predictions elsewhere.
+        assert not worker["environment"]["PREDICTIONS_DIR"].startswith("/app/data")
         # The code comes from the project folder: edits reach the next run, no rebuild.
         assert set(volume_mounts(worker).values()) == {"/app/src", "/app/pipelines", "/app/data"}
         assert healthy_dependencies(worker) == {"prefect-server", "mlflow"}
@@ -255,6 +258,7 @@ def test_classroom_ip_opens_the_ports_and_mlflow_follows(render_project) -> None
         "http://192.0.2.10:4200/api"
     )
     assert services["prefect-worker"]["environment"]["PREFECT_UI_URL"] == "http://192.0.2.10:4200"
+    assert services["prefect-worker"]["environment"]["MLFLOW_UI_URL"] == "http://192.0.2.10:5000"
 
 
 def test_notification_settings_reach_the_pipeline_containers(render_project) -> None:

@@ -27,6 +27,7 @@ import requests
 
 from helpers import (
     ProjectEnv,
+    WebhookRecorder,
     champion_version,
     dagster_graphql,
     dagster_runs,
@@ -48,6 +49,8 @@ GUIDE = "docs/README_DOCKER.md"
 PIPELINE_FLOW = "churn-training-pipeline"
 DEPLOYMENT = "scheduled-training"
 SCHEDULE = "churn_training_schedule"
+MONITORING_FLOW = "churn-batch-monitoring"
+MONITORING_DEPLOYMENT = "batch-monitoring"
 EXPERIMENT = "churn-prediction"
 LAUNCH_DEADLINE = 180  # s from the schedule's start to a run picked up: two ticks and a poll
 RUN_DEADLINE = 420  # s for that run to finish, in a container, on a busy 2-core machine
@@ -303,6 +306,70 @@ def container_worker_runs_the_host_deployment(student: Student) -> None:
     student.facts["prefect_run"] = run
 
 
+def set_in_dotenv(student: Student, **values: str) -> None:
+    """What a student edits in .env: each variable set once, to the new value."""
+    dotenv = student.project / ".env"
+    text = dotenv.read_text()
+    for variable, value in values.items():
+        text = re.sub(rf"^#? ?{variable}=.*\n", "", text, flags=re.M) + f"{variable}={value}\n"
+    dotenv.write_text(text)
+
+
+def network_gateway(student: Student) -> str:
+    """The host's address on the project's Docker network, where containers reach it."""
+    network = f"{student.answers.slug}_default"
+    gateway = "{{(index .IPAM.Config 0).Gateway}}"
+    inspected = ["docker", "network", "inspect", network, "--format", gateway]
+    return subprocess.run(inspected, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def monitoring_in_the_containers(student: Student) -> None:
+    """Part 8 deployed from the host: a drifted batch alerts and retrains in the stack."""
+    webhook = WebhookRecorder(reachable_at=network_gateway(student))
+    try:
+        set_in_dotenv(
+            student,
+            NOTIFICATIONS="discord",
+            DISCORD_WEBHOOK_URL=webhook.url,
+            MONITORING_CRON='"* * * * *"',
+        )
+        student.run("docker compose up -d --wait", timeout=900)  # the worker gets the new .env
+        assert "drifted batch" in student.run("make drift-batch")
+        student.start(
+            "python pipelines/workshop/prefect/Prefect_Workshop.py monitor-deploy", "monitor.log"
+        )
+        wait_until(
+            lambda: "Press Ctrl+C" in student.log("monitor.log"), 300, "monitor-deploy failed"
+        )
+        api = f"{student.url('prefect')}/api"
+        info = requests.get(
+            f"{api}/deployments/name/{MONITORING_FLOW}/{MONITORING_DEPLOYMENT}", timeout=10
+        ).json()
+        monitoring = scheduled_prefect_run(
+            api, MONITORING_FLOW, info["id"], LAUNCH_DEADLINE, RUN_DEADLINE
+        )
+        assert monitoring["state"]["type"] == "COMPLETED", monitoring["state"]
+        alert = wait_until(lambda: webhook.payloads, 60, "no drift alert reached the webhook")
+        assert "Data drift on batch_001.csv" in alert[0]["content"], alert
+        assert f"http://localhost:{student.ports['mlflow']}/#/experiments/" in alert[0]["content"]
+
+        def retraining() -> dict | None:
+            """The training run the monitoring run started (not the schedule, not the test)."""
+            runs = prefect_flow_runs(api, PIPELINE_FLOW)
+            started = [r for r in runs if "drift" in r["tags"]]
+            ended = [r for r in started if r["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED"}]
+            return ended[0] if ended else None
+
+        training = wait_until(retraining, RUN_DEADLINE, "drift started no training run", 3)
+        assert training["state"]["type"] == "COMPLETED", training["state"]
+        logged = mlflow_runs_tagged(student.url("mlflow"), "prefect_flow_run_id", training["id"])
+        assert len(logged) == 3, "the retraining logged its candidates to the stack's MLflow"
+    finally:
+        webhook.close()
+    os.killpg(student.background[-1].pid, signal.SIGINT)  # Ctrl+C pauses the monitoring
+    assert student.background[-1].wait(timeout=60) == 0
+
+
 def dagster_schedule_fires_in_the_containers(student: Student) -> None:
     student.run(f"{student.answers.stack} up -d --wait", timeout=900)
     started = student.run("make dagster-schedule-on")
@@ -492,6 +559,9 @@ class TestBothOrchestratorsWithTheFrenchGuide:
     def test_the_container_worker_runs_the_host_deployment(self, student: Student):
         container_worker_runs_the_host_deployment(student)
 
+    def test_a_drifted_batch_alerts_and_retrains_in_the_containers(self, student: Student):
+        monitoring_in_the_containers(student)
+
     def test_the_dagster_bonus_schedule_fires_in_the_containers(self, student: Student):
         dagster_schedule_fires_in_the_containers(student)
 
@@ -522,6 +592,9 @@ class TestPrefectOnlyWithTheEnglishGuide:
 
     def test_the_container_worker_runs_the_host_deployment(self, student: Student):
         container_worker_runs_the_host_deployment(student)
+
+    def test_a_drifted_batch_alerts_and_retrains_in_the_containers(self, student: Student):
+        monitoring_in_the_containers(student)
 
     def test_everyday_commands(self, student: Student):
         everyday_commands(student)

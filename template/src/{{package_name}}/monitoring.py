@@ -386,7 +386,7 @@ def score(model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame) -> pd.Series:
 
 
 def predictions_path(settings: Settings, batch: Path) -> Path:
-    return settings.batch_dir.parent / "predictions" / f"{batch.stem}_predictions.csv"
+    return settings.predictions_dir / f"{batch.stem}_predictions.csv"
 
 
 def monitor_batch(
@@ -413,7 +413,7 @@ def monitor_batch(
                 batch.name,
             ),
             champion=champion_version(settings.model_name),
-            links={"MLflow run": run_url(settings.mlflow_tracking_uri, experiment_id, run_id)},
+            links={"MLflow run": run_url(settings.mlflow_ui_url, experiment_id, run_id)},
         )
         output = predictions_path(settings, batch)
         save_customer_data(frame.assign(**{PREDICTION_COLUMN: batch_predictions}), output)
