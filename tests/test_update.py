@@ -1,8 +1,10 @@
 """`copier update` brings a template fix into a project and keeps the student's edits.
 
-Three stories: a one-line fix between two tags; the update from the previous real
-release of this template, across moved and new files; and the Airflow files that release
-2.0.0 moved, which copier.yml's migration follows with the student's edits.
+The stories: a one-line fix between two tags; the update from the previous real
+release of this template, across moved and new files; the Airflow files that release
+2.0.0 moved, which copier.yml's migration follows with the student's edits. And under
+stress: files the student deleted, a student who edited the very line the template fixed,
+and `copier recopy` over a file the student broke.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -20,6 +23,7 @@ from helpers import DEFAULT_PACKAGE, TEMPLATE_ROOT
 PACKAGE = f"src/{DEFAULT_PACKAGE}"
 FIXED_LINE = 'PRIMARY_METRIC = "f1"'
 OLD_LINE = 'PRIMARY_METRIC = "accuracy"'
+STUDENT_LINE = 'PRIMARY_METRIC = "roc_auc"'
 EVALUATION = "template/src/{{package_name}}/evaluation.py"
 # The last release before the orchestrators' shared glue moved into the package
 # (prefect_support, dagster_support, processes) and the README split per language.
@@ -125,6 +129,137 @@ def differences(left: Path, right: Path) -> set[str]:
         if not filecmp.cmp(left / name, right / name, shallow=False)
     }
     return changed | (left_files ^ right_files)
+
+
+def copier_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``copier`` command a student types in the project, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "copier", *args], cwd=project, capture_output=True, text=True
+    )
+
+
+def succeeded(run: subprocess.CompletedProcess[str]) -> bool:
+    return run.returncode == 0 and "Traceback" not in run.stderr
+
+
+def recorded_answers(project: Path) -> dict:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+# A page the 1.1.0 fix does not touch.
+CHEATSHEET = "docs/mlflow_cheatsheet.md"
+
+
+def test_update_leaves_the_files_a_student_deleted_deleted(template_dir: Path, tmp_path: Path):
+    """A rendered file the student deleted and committed stays deleted: the cheat sheet, which
+    the fix does not touch, and evaluation.py too, which it does. Copier (9.19) does not bring
+    back a file the student chose to remove, and drops the fix with it without a word; the
+    update succeeds, records the new release and keeps everything else."""
+    template = make_template_repo(template_dir, tmp_path / "template")
+    answers = {"orchestrator": "prefect", "docs_language": "en"}
+    project = student_project(template, answers, "1.0.0")
+    (project / CHEATSHEET).unlink()
+    (project / PACKAGE / "evaluation.py").unlink()
+    commit_all(project, "Remove what I don't use")
+
+    update = copier_cli(project, "update", "--defaults", "--trust")
+
+    assert succeeded(update), update.stderr
+    assert not (project / CHEATSHEET).exists()
+    assert not (project / PACKAGE / "evaluation.py").exists()
+    recorded = recorded_answers(project)
+    assert recorded["_commit"] == "1.1.0"
+    assert {key: recorded[key] for key in answers} == answers
+    assert git(project, "status", "--porcelain", "--untracked-files=all") == (
+        "M .copier-answers.yml"
+    )
+    assert "n_estimators=300" in (project / PACKAGE / "training.py").read_text()
+    fresh = render_at(template, project.parent / "fresh", answers, "1.1.0")
+    assert differences(project, fresh) == {
+        f"{PACKAGE}/training.py",
+        "notes/experiments.md",
+        CHEATSHEET,
+        f"{PACKAGE}/evaluation.py",
+    }
+
+
+def test_update_marks_the_conflict_where_the_student_edited_the_fixed_line(
+    template_dir: Path, tmp_path: Path
+):
+    """The student picked models on ROC AUC, on the very line the fix changes. The update
+    writes both lines between git's conflict markers and marks the file unmerged in git's
+    index, so `git status` lists it as "both modified" under "Unmerged paths"; copier names no
+    file, but copier.yml's message after an update says where to look and what to do. Outside
+    the markers the file is the new release's, and nothing else in the project is lost."""
+    template = make_template_repo(template_dir, tmp_path / "template")
+    answers = {"orchestrator": "dagster", "docs_language": "fr"}
+    project = student_project(template, answers, "1.0.0")
+    evaluation = project / PACKAGE / "evaluation.py"
+    evaluation.write_text(evaluation.read_text().replace(OLD_LINE, STUDENT_LINE))
+    commit_all(project, "Pick models on ROC AUC")
+
+    update = copier_cli(project, "update", "--defaults", "--trust", "--conflict", "inline")
+
+    assert succeeded(update), update.stderr
+    assert "Updating to template version 1.1.0" in update.stderr
+    assert '`git status` lists it under "Unmerged paths"' in update.stderr, "copier.yml says so"
+    conflict = (
+        f"<<<<<<< before updating\n{STUDENT_LINE}\n=======\n{FIXED_LINE}\n>>>>>>> after updating\n"
+    )
+    merged = evaluation.read_text()
+    assert merged.count(conflict) == 1
+    assert git(project, "diff", "--name-only", "--diff-filter=U") == f"{PACKAGE}/evaluation.py"
+    assert f"UU {PACKAGE}/evaluation.py" in git(project, "status", "--porcelain").splitlines()
+    assert not list(project.rglob("*.rej"))
+    fresh = render_at(template, project.parent / "fresh", answers, "1.1.0")
+    template_side = merged.replace(conflict, FIXED_LINE + "\n")
+    assert template_side == (fresh / PACKAGE / "evaluation.py").read_text()
+    assert recorded_answers(project)["_commit"] == "1.1.0"
+    assert "n_estimators=300" in (project / PACKAGE / "training.py").read_text()
+    assert (project / "notes" / "experiments.md").read_text() == "# What I tried\n"
+    assert differences(project, fresh) == {
+        f"{PACKAGE}/training.py",
+        "notes/experiments.md",
+        f"{PACKAGE}/evaluation.py",
+    }
+
+
+def test_recopy_restores_a_broken_file_at_the_projects_release(template_dir: Path, tmp_path: Path):
+    """A half-saved evaluation.py got committed. `copier recopy --vcs-ref=:current:` renders
+    the release and the answers recorded in .copier-answers.yml again (without the flag it
+    would render the newest tag): the broken file comes back as that release renders it, files
+    the template does not render stay. Recopy overwrites every rendered file, the student's
+    edits too; they are in git, and `git restore` brings back the ones to keep."""
+    template = make_template_repo(template_dir, tmp_path / "template")
+    answers = {"orchestrator": "dagster", "notifications": "slack", "docs_language": "fr"}
+    project = student_project(template, answers, "1.0.0")
+    evaluation = project / PACKAGE / "evaluation.py"
+    rendered = evaluation.read_text()
+    evaluation.write_text(rendered[: len(rendered) // 2])
+    commit_all(project, "Work in progress")
+    (project / "notes" / "todo.md").write_text("- try class weights\n")
+
+    recopy = copier_cli(
+        project, "recopy", "--trust", "--defaults", "--overwrite", "--vcs-ref=:current:"
+    )
+
+    assert succeeded(recopy), recopy.stderr
+    assert evaluation.read_text() == rendered
+    recorded = recorded_answers(project)
+    assert recorded["_commit"] == "1.0.0"
+    assert {key: recorded[key] for key in answers} == answers
+    assert (project / "notes" / "experiments.md").read_text() == "# What I tried\n"
+    assert (project / "notes" / "todo.md").read_text() == "- try class weights\n"
+    overwritten = {f"{PACKAGE}/evaluation.py", f"{PACKAGE}/training.py"}
+    assert set(git(project, "diff", "--name-only").splitlines()) == overwritten
+    git(project, "restore", f"{PACKAGE}/training.py")
+    assert "n_estimators=300" in (project / PACKAGE / "training.py").read_text()
+    fresh = render_at(template, project.parent / "fresh", answers, "1.0.0")
+    assert differences(project, fresh) == {
+        f"{PACKAGE}/training.py",
+        "notes/experiments.md",
+        "notes/todo.md",
+    }
 
 
 def make_release_repo(template_dir: Path, repo: Path) -> Path:
