@@ -47,3 +47,15 @@ def project_env(
             return ProjectEnv(venv)
         project = render(template_dir, shared / "env-project", **ENV_ANSWERS)
         return create_project_env(venv, project)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each fault's figures (injection to detection, to recovery), as the tests recorded them."""
+    reports = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])]
+    figures = [
+        value for r in reports for name, value in r.user_properties if name == "fault figures"
+    ]
+    if figures:
+        terminalreporter.section("fault figures")
+        for line in figures:
+            terminalreporter.write_line(line)

@@ -219,7 +219,10 @@ class DevStack:
     ):
         self.env, self.project, self.package = env, project, package
         self.only, self.extra_env = only, extra_env
-        self.log_path = project / ".workshop" / "devstack.out"
+        # One output file per terminal: `make dev --only mlflow` and `make dev --only prefect-...`
+        # may run side by side in one project.
+        name = "-".join(["devstack", *(only or [])])
+        self.log_path = project / ".workshop" / f"{name}.out"
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> DevStack:
@@ -236,16 +239,37 @@ class DevStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(self._ready, 180, f"dev stack did not come up; see {self.log_path}")
+        # The dev stack bounds each server's start itself and exits naming the slow one;
+        # this deadline only guards against the stack itself hanging.
+        deadline = time.monotonic() + 900
+        while "All services are up" not in self.output():
+            if self.process.poll() is not None:
+                raise AssertionError(f"dev stack exited early:\n{self.report()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dev stack did not come up in 900 s:\n{self.report()}")
+            time.sleep(0.5)
         return self
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"dev stack exited early:\n{self.output()}")
-        return "All services are up" in self.output()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def record(self) -> Path:
+        """Where this `make dev` wrote its PID and its servers' (one file per start)."""
+        return self.project / ".workshop" / "devstack" / f"{self.process.pid}.pids"
+
+    def server_pids(self) -> list[int]:
+        """The servers' PIDs, in start order, as the stack recorded them (its own first)."""
+        _owner, *servers = self.record.read_text().splitlines()
+        return [int(line.split("\t")[0]) for line in servers]
+
+    def report(self) -> str:
+        """What the stack printed and the end of each server's log: CI keeps nothing else."""
+        parts = [f"--- {self.log_path}\n{self.output()}"]
+        for log in sorted((self.project / ".workshop" / "logs").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            parts.append(f"--- {log.name} (last lines)\n" + "\n".join(tail))
+        return "\n".join(parts)
 
     def __exit__(self, *exc_info: object) -> None:
         """Stop like Ctrl+C does, and insist that it really stops."""
@@ -433,3 +457,23 @@ def dagster_runs(url: str, tag_key: str, tag_value: str) -> list[dict]:
     """The runs carrying a tag, newest first (``dagster/schedule_name`` for a schedule's)."""
     tags = [{"key": tag_key, "value": tag_value}]
     return dagster_graphql(url, DAGSTER_RUNS_QUERY, tags=tags)["runsOrError"]["results"]
+
+
+def record_fault(record_property, fault: str, **seconds: float) -> None:
+    """One line of the report's fault figures (conftest prints them at the end)."""
+    figures = ", ".join(
+        f"{name.replace('_', ' ')} {value:.0f} s" for name, value in seconds.items()
+    )
+    record_property("fault figures", f"{fault}: {figures}")
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """A known failure: exit 1 and one `error:` line, the last, with no traceback.
+
+    MLflow's own INFO lines (an experiment created) may come before it.
+    """
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    return errors[0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from helpers import (
     free_port,
     listening,
     mlflow_api,
+    one_line_error,
     wait_until,
 )
 
@@ -50,11 +50,6 @@ def mlflow_only(project_env: ProjectEnv, project: Path, port: int, **options: st
     )
 
 
-def recorded_pids(project: Path) -> list[int]:
-    record = project / ".workshop" / "devstack.pids"
-    return [int(line.split("\t")[0]) for line in record.read_text().splitlines()]
-
-
 def pid_alive(pid: int) -> bool:
     """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
     try:
@@ -66,18 +61,18 @@ def pid_alive(pid: int) -> bool:
 def test_a_closed_terminal_stops_every_server(project_env: ProjectEnv, project: Path):
     port = free_port()
     stack = mlflow_only(project_env, project, port).__enter__()
-    servers = recorded_pids(project)
+    servers = stack.server_pids()
     os.kill(stack.process.pid, signal.SIGHUP)  # what a closed terminal sends
     assert stack.process.wait(timeout=60) == 0
     wait_until(lambda: not any(map(pid_alive, servers)), 30, "a server outlived SIGHUP")
     assert not listening(port)
-    assert not (project / ".workshop" / "devstack.pids").exists()
+    assert not stack.record.exists()
 
 
 def test_make_dev_killed_hard_is_cleaned_up_by_the_next_one(project_env: ProjectEnv, project: Path):
     port = free_port()
     killed = mlflow_only(project_env, project, port).__enter__()
-    orphans = recorded_pids(project)
+    orphans = killed.server_pids()
     os.kill(killed.process.pid, signal.SIGKILL)  # no chance to stop its servers
     killed.process.wait(timeout=30)
     assert listening(port), "the killed stack's MLflow still holds the port"
@@ -110,18 +105,6 @@ def test_two_projects_on_one_machine_share_nothing(render_project, project_env: 
         assert (
             mlflow_api(b, "experiments/get-by-name", experiment_name="only-in-a").status_code == 404
         )
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """A known failure: exit 1 and one `error:` line, the last, with no traceback.
-
-    MLflow's own INFO lines (an experiment created) may come before it.
-    """
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
-    return errors[0]
 
 
 def test_a_malformed_port_in_dotenv_is_named(project_env: ProjectEnv, project: Path):

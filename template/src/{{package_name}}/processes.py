@@ -114,29 +114,48 @@ def process_status(pid: int) -> tuple[str, str] | None:
     return None if not shown or state.startswith("Z") else (state, started.strip())
 
 
-def remember_process_groups(processes: list[subprocess.Popen], record: Path) -> None:
-    """Write each server's PID and start time, for the next start to find if we are killed."""
-    lines = []
-    for process in processes:
-        if status := process_status(process.pid):
-            lines.append(f"{process.pid}\t{status[1]}")
-    record.write_text("".join(f"{line}\n" for line in lines))
+def remember_process_groups(
+    processes: list[subprocess.Popen], record: Path, owner: int | None = None
+) -> None:
+    """Write the owner's and each server's PID and start time, the owner first.
+
+    The owner is the process that started the servers (``make dev``, this process by
+    default). While it runs, its servers are its own business; once it is gone, the
+    record tells the next start what it left running.
+    """
+    pids = [owner or os.getpid(), *(process.pid for process in processes)]
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text("".join(f"{identity(pid)}\n" for pid in pids))
 
 
-def stop_leftover_process_groups(record: Path, timeout: float) -> list[int]:
-    """Stop the servers a killed predecessor recorded and left running; return their PIDs.
+def identity(pid: int) -> str:
+    """A record line: ``pid`` and its start time, tab-separated ("gone" if it has ended)."""
+    status = process_status(pid)
+    return f"{pid}\t{status[1] if status else 'gone'}"
+
+
+def still_running(line: str) -> int | None:
+    """The PID of a record line if that very process (same start time) still runs."""
+    pid, _, started = line.partition("\t")
+    status = process_status(int(pid))
+    return int(pid) if status and status[1] == started else None
+
+
+def stop_leftover_process_groups(records: Path, timeout: float) -> list[int]:
+    """Stop the servers that killed predecessors recorded and left running; return their PIDs.
 
     ``make dev`` killed hard (SIGKILL, a crash) cannot stop its servers: they keep their
-    ports. The next start finds them here, by PID and start time, and stops them.
+    ports. The next start finds them in ``records`` (one file per start), by PID and
+    start time, and stops them. A record whose owner still runs belongs to a `make dev`
+    or `make mlflow` in another terminal: its servers are left alone.
     """
-    if not record.exists():
-        return []
     leftovers = []
-    for line in record.read_text().splitlines():
-        pid, _, started = line.partition("\t")
-        status = process_status(int(pid))
-        if status and status[1] == started:
-            leftovers.append(int(pid))
+    for record in sorted(records.glob("*.pids")):
+        owner, *servers = record.read_text().splitlines() or [""]
+        if owner and still_running(owner):
+            continue
+        leftovers += [pid for line in servers if (pid := still_running(line))]
+        record.unlink()
     for pid in leftovers:
         with suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
@@ -147,5 +166,4 @@ def stop_leftover_process_groups(record: Path, timeout: float) -> list[int]:
         if process_status(pid):
             with suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-    record.unlink()
     return leftovers
