@@ -39,6 +39,7 @@ from helpers import (
     dagster_runs,
     mlflow_runs_tagged,
     places_holding,
+    record_fault,
     stack_env,
     wait_until,
 )
@@ -82,6 +83,7 @@ class DagsterProject:
     mlflow_url: str
     schedule_started_at: float | None = None
     facts: dict[str, str] = field(default_factory=dict)
+    stack: DevStack | None = None  # its `make dev`
 
     def graphql(self, query: str, **variables: object) -> dict:
         return dagster_graphql(self.dagster_url, query, **variables)
@@ -250,7 +252,7 @@ def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
         **project.stack_env,
     )
     cleanup.push(stack.__exit__)  # also stops a stack that failed to come up
-    stack.__enter__()
+    project.stack = stack.__enter__()
     cleanup.callback(stop_schedule_and_runs, project)
     wait_until(lambda: sensors_initialized(project), 180, "the sensors never ticked")
 
@@ -445,3 +447,43 @@ def test_the_webhook_url_is_written_nowhere(dagster_project: DagsterProject) -> 
     """A secret: not in a log, a run's config or tags, MLflow's database or a project file."""
     assert dagster_project.webhook.payloads, "the URL was used: notifications went out"
     assert places_holding(dagster_project.project, dagster_project.webhook.url) == []
+
+
+MATERIALIZATIONS_QUERY = """
+query($assetKey: AssetKeyInput!) { assetOrError(assetKey: $assetKey) {
+  ... on Asset { assetMaterializations(limit: 1000) { runId } } } }
+"""
+
+
+def history(project: DagsterProject) -> dict[str, object]:
+    """What a restart must keep: the schedule's state, the runs, the materializations."""
+    schedules = workspace_repository(project)["schedules"]
+    materializations = project.graphql(MATERIALIZATIONS_QUERY, assetKey={"path": ["best_model"]})
+    return {
+        "schedule": next(s for s in schedules if s["name"] == SCHEDULE)["scheduleState"],
+        "runs": {
+            run["runId"]: run["status"] for run in project.runs("dagster/schedule_name", SCHEDULE)
+        },
+        "best_model": {
+            m["runId"] for m in materializations["assetOrError"]["assetMaterializations"]
+        },
+    }
+
+
+@cli_variant
+def test_a_restart_keeps_the_schedule_runs_and_materializations(
+    dagster_project: DagsterProject, record_property
+) -> None:
+    """Ctrl+C on `make dev`, then `make dev` again: the webserver and the daemon come back
+    to the same DAGSTER_HOME, the schedule still on."""
+    before = history(dagster_project)
+    assert before["schedule"]["status"] == "RUNNING" and before["runs"] and before["best_model"]
+    dagster_project.stack.__exit__(None, None, None)
+    stopped = time.monotonic()
+    dagster_project.stack.__enter__()
+    record_fault(record_property, "Dagster restarted", back_up_after=time.monotonic() - stopped)
+    after = history(dagster_project)
+    assert after["schedule"] == before["schedule"]
+    ended = {run: status for run, status in before["runs"].items() if status in FINAL_STATUSES}
+    assert ended.items() <= after["runs"].items()
+    assert before["best_model"] <= after["best_model"]

@@ -46,7 +46,13 @@ from .data import (
 from .errors import InputFileNotFoundError, WorkshopError
 from .notifications import notify
 from .serving import PREDICTION_COLUMN, model_inputs, require_champion
-from .tracking import CHAMPION_ALIAS, connect, run_url, use_experiment
+from .tracking import (
+    CHAMPION_ALIAS,
+    connect,
+    run_url,
+    tracking_server_lost_is_named,
+    use_experiment,
+)
 
 PSI_DRIFTED = 0.2  # a feature whose PSI reaches this has shifted (the usual rule of thumb)
 QUANTILE_BINS = 10  # numbers are compared by the deciles of their training values
@@ -389,6 +395,7 @@ def predictions_path(settings: Settings, batch: Path) -> Path:
     return settings.predictions_dir / f"{batch.stem}_predictions.csv"
 
 
+@tracking_server_lost_is_named()
 def monitor_batch(
     settings: Settings, batch: Path | None = None, tags: dict[str, str] | None = None
 ) -> MonitoringResult:

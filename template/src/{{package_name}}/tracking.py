@@ -5,6 +5,9 @@ The registry uses aliases (``champion``) rather than the stages MLflow removed.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -44,9 +47,30 @@ def check_tracking_server(uri: str, timeout: float = 3.0) -> None:
 
 
 def connect(tracking_uri: str) -> None:
-    """Point MLflow at the server, failing fast when it is down."""
+    """Point MLflow at the server, failing fast when it is down.
+
+    MLflow retries each request for about four minutes by default. Retrying is the
+    orchestrators' job, where students set and watch it (a Prefect task's retries), so
+    a request gives up after about 12 s unless MLFLOW_HTTP_REQUEST_MAX_RETRIES says else.
+    """
     check_tracking_server(tracking_uri)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     mlflow.set_tracking_uri(tracking_uri)
+
+
+@contextmanager
+def tracking_server_lost_is_named() -> Iterator[None]:
+    """Turn an MLflow failure into the clear error when the server went away mid-run.
+
+    MLflow reports a lost server as a chain of retries and URLs; asking its health
+    endpoint tells a vanished server from a genuine MLflow error, re-raised as it is.
+    Works as a decorator too.
+    """
+    try:
+        yield
+    except (MlflowException, requests.RequestException):
+        check_tracking_server(mlflow.get_tracking_uri())
+        raise
 
 
 def setup_tracking(settings: Settings) -> str:
@@ -103,6 +127,7 @@ class LoggedCandidate:
     metrics: dict[str, float]
 
 
+@tracking_server_lost_is_named()
 def log_candidate(
     name: str,
     model: Pipeline,
@@ -153,6 +178,7 @@ def champion_score(client: MlflowClient, model_name: str, metric: str) -> float 
     return client.get_run(version.run_id).data.metrics.get(metric)
 
 
+@tracking_server_lost_is_named()
 def register_and_promote(
     candidate: LoggedCandidate, model_name: str, metric: str = PRIMARY_METRIC
 ) -> Promotion:
