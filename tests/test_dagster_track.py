@@ -254,7 +254,8 @@ def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
     cleanup.push(stack.__exit__)  # also stops a stack that failed to come up
     project.stack = stack.__enter__()
     cleanup.callback(stop_schedule_and_runs, project)
-    wait_until(lambda: sensors_initialized(project), 180, "the sensors never ticked")
+    # The daemon loads both code locations first: minutes on a loaded 2-core machine.
+    wait_until(lambda: sensors_initialized(project), 600, "the sensors never ticked")
 
 
 @pytest.fixture(scope="module")

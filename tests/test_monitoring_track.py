@@ -209,7 +209,7 @@ def bad_input(stack: Stack) -> dict[str, tuple[Path, subprocess.CompletedProcess
     }
     results = {}
     for name, process in processes.items():
-        stdout, stderr = process.communicate(timeout=300)
+        stdout, stderr = process.communicate(timeout=600)  # all at once, on 2 cores
         results[name] = (
             cases[name],
             subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr),
@@ -264,7 +264,7 @@ def deployment(stack: Stack) -> Iterator[MonitoringDeployment]:
             start_new_session=True,
         )
     try:
-        wait_until(lambda: "Press Ctrl+C" in log.read_text(), 180, f"no deployment: {log}")
+        wait_until(lambda: "Press Ctrl+C" in log.read_text(), 300, f"no deployment: {log}")
         get = lambda path: requests.get(f"{stack.prefect}{path}", timeout=10).json()  # noqa: E731
         yield MonitoringDeployment(
             process,
@@ -445,7 +445,7 @@ def drift_check(stack: Stack, run_id: str) -> dict:
 @pytest.fixture(scope="module")
 def dagster_scenarios(stack: Stack, prefect_bad) -> dict[str, tuple[Path, dict]]:
     """A clean batch, then a drifted one, then one missing a column, each the newest."""
-    wait_until(lambda: sensor_ticked(stack, "retrain_on_drift"), 180, "the sensor never ticked")
+    wait_until(lambda: sensor_ticked(stack, "retrain_on_drift"), 600, "the sensor never ticked")
     scenarios = {}
     for name, flags in (("clean", ["--batch"]), ("drift", ["--drift", "0.8"])):
         batch = stack.new_batch(*flags)
