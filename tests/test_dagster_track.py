@@ -93,7 +93,7 @@ class DagsterProject:
         return self.env.run(
             [str(self.env.bin / "dagster"), *args],
             self.project,
-            timeout=420,
+            timeout=900,  # a whole multiprocess run on a loaded 2-core machine
             check=check,
             DAGSTER_HOME=str(self.project / "dagster_home"),
             **{**self.stack_env, **env},
