@@ -354,7 +354,7 @@ def test_scripts_run_in_process_without_deprecations(dagster_project: DagsterPro
     result = dagster_project.env.run(
         [str(dagster_project.env.python), *STRICT_WARNINGS, script],
         dagster_project.project,
-        timeout=420,
+        timeout=900,
         DAGSTER_HOME=str(dagster_project.project / "dagster_home"),
         **dagster_project.stack_env,
     )
