@@ -198,7 +198,11 @@ def create_project_env(venv: Path, project: Path, dev_group: bool = True) -> Pro
         uv, python = uv_executable(), str(venv / "bin" / "python")
         interpreter = python_interpreter(answered_python(project))
         subprocess.run([uv, "venv", "-q", "-p", interpreter, str(venv)], check=True)
+        # Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (CI machines set it),
+        # every server, flow run and code location would compile its imports again (about
+        # 12 CPU-seconds for the Dagster pipeline file, twice a minute in Dagster's daemon).
         install = [uv, "pip", "install", "-q", "-p", python, "-r", "pyproject.toml", "--all-extras"]
+        install.append("--compile-bytecode")
         if dev_group:
             install += ["--group", "pyproject.toml:dev"]
         subprocess.run(install, check=True, cwd=project)
