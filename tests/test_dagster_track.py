@@ -1,17 +1,13 @@
 """The Dagster track end to end, with real processes.
 
-For a render with ``orchestrator=dagster`` (Discord notifications) and one with
-``both`` (Slack, chosen through the environment), ``make dev``'s MLflow server,
-Dagster webserver and daemon run on free ports. The tests then check, through
+For a render with ``orchestrator=dagster`` (Discord notifications), ``make dev``'s
+MLflow server, Dagster webserver and daemon run on free ports. The tests then check, through
 the webserver's GraphQL API (as the UI sees it), MLflow's REST API and a local
 webhook server: the definitions load; a CLI run materializes every asset, passes
 the checks and logs to MLflow; the workshop script materializes in-process; a file
 without the target column fails the checks with a message naming the column; the
 schedule, turned on through the API, fires by itself and its run lands in MLflow;
-success and failure notifications arrive in each service's format.
-
-Both stacks start together and the tests alternate between them, so that waiting
-(imports, the schedule's tick) overlaps.
+success and failure notifications arrive in the service's format.
 """
 
 from __future__ import annotations
@@ -38,6 +34,7 @@ from helpers import (
     dagster_graphql,
     dagster_runs,
     mlflow_runs_tagged,
+    one_line_error,
     places_holding,
     record_fault,
     stack_env,
@@ -63,11 +60,11 @@ FINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 VARIANTS = {
     # name: (answers, notification service, extra environment besides the webhook URL)
     "dagster": ({"orchestrator": "dagster", "notifications": "discord"}, "discord", {}),
-    "both": ({"orchestrator": "both"}, "slack", {"NOTIFICATIONS": "slack"}),
 }
+# The `both` render has the same Dagster files; its stack, with every server at once,
+# runs in test_monitoring_track.py and in the Docker test. Slack's format is one module
+# for both orchestrators, and test_prefect_track.py receives it.
 variants = pytest.mark.parametrize("variant", list(VARIANTS))
-# The CLI materialization (over a minute here) runs once: both renders share the same
-# Dagster files, and with `both` the scheduled run proves the same path.
 cli_variant = pytest.mark.parametrize("variant", ["dagster"])
 
 
@@ -260,7 +257,7 @@ def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
 
 @pytest.fixture(scope="module")
 def stacks(render_project, project_env) -> Iterator[dict[str, DagsterProject]]:
-    """Both renders' stacks, started together: start-up is mostly waiting for imports."""
+    """Each variant's stack, started together: start-up is mostly waiting for imports."""
     with contextlib.ExitStack() as cleanup:
         projects = {name: prepare_project(name, render_project, project_env) for name in VARIANTS}
         for project in projects.values():
@@ -341,16 +338,19 @@ def test_cli_materializes_all_assets_checks_pass_and_mlflow_gets_runs(
 
 
 SCRIPTS = {
-    # variant: the script run in-process there, and what its output must show
-    "dagster": (WORKSHOP, "churn_training_task_style"),  # part 1: ops in a job
-    "both": (PIPELINE, "customer_features            <- raw_customer_data"),  # part 2: lineage
+    # the script run in-process, and what its output must show
+    "part1": (WORKSHOP, "churn_training_task_style"),  # ops in a job
+    "part2": (PIPELINE, "customer_features            <- raw_customer_data"),  # lineage
 }
 
 
 @variants
-def test_scripts_run_in_process_without_deprecations(dagster_project: DagsterProject) -> None:
-    """Part 1's task-style job, or the reference's assets: one in-process run logged to MLflow."""
-    script, shown = SCRIPTS[dagster_project.variant]
+@pytest.mark.parametrize("part", list(SCRIPTS))
+def test_scripts_run_in_process_without_deprecations(
+    dagster_project: DagsterProject, part: str
+) -> None:
+    """Part 1's task-style job and the reference's assets: one in-process run logged to MLflow."""
+    script, shown = SCRIPTS[part]
     result = dagster_project.env.run(
         [str(dagster_project.env.python), *STRICT_WARNINGS, script],
         dagster_project.project,
@@ -362,6 +362,21 @@ def test_scripts_run_in_process_without_deprecations(dagster_project: DagsterPro
     assert re.search(
         r"churn-classifier version \d+ (is the new|did not beat the) champion", result.stdout
     )
+
+
+@cli_variant
+def test_a_cron_dagster_refuses_names_its_env_variable(dagster_project: DagsterProject) -> None:
+    """A typo in SCHEDULE_CRON stops the script with the .env line to fix, not a traceback."""
+    result = dagster_project.env.run(
+        [str(dagster_project.env.python), PIPELINE],
+        dagster_project.project,
+        check=False,
+        timeout=300,
+        DAGSTER_HOME=str(dagster_project.project / "dagster_home"),
+        **{**dagster_project.stack_env, "SCHEDULE_CRON": "61 * * * *"},
+    )
+    error = one_line_error(result)
+    assert "SCHEDULE_CRON='61 * * * *'" in error and ".env" in error, error
 
 
 @variants
@@ -414,6 +429,9 @@ def test_scheduled_run_succeeds_by_itself_and_lands_in_mlflow(
         f"{SCHEDULE} launched no run within {LAUNCH_DEADLINE} s of being turned on",
         interval=2,
     )
+    # Off again once it has fired: a run a minute would queue up behind the ones still
+    # training on a busy machine and slow everything else down.
+    dagster_project.graphql(RESET_SCHEDULE, selector=SCHEDULE_SELECTOR)
     run = wait_until(
         lambda: finished(first["runId"]), RUN_DEADLINE, "the scheduled run never finished"
     )
@@ -477,6 +495,8 @@ def test_a_restart_keeps_the_schedule_runs_and_materializations(
 ) -> None:
     """Ctrl+C on `make dev`, then `make dev` again: the webserver and the daemon come back
     to the same DAGSTER_HOME, the schedule still on."""
+    started = dagster_project.graphql(START_SCHEDULE, selector=SCHEDULE_SELECTOR)
+    assert started["startSchedule"]["scheduleState"]["status"] == "RUNNING", started
     before = history(dagster_project)
     assert before["schedule"]["status"] == "RUNNING" and before["runs"] and before["best_model"]
     dagster_project.stack.__exit__(None, None, None)

@@ -31,3 +31,20 @@ def report_known_failures(command: Callable[[], int | None]) -> int:
     except WorkshopError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def one_line_for_known_failures() -> None:
+    """Print a known failure raised outside ``report_known_failures`` on one line too.
+
+    A script whose definitions read .env while they load (Dagster's schedules) fails
+    before its entry point runs; this hook keeps that sentence out of a traceback.
+    """
+    previous = sys.excepthook
+
+    def hook(kind, error, traceback) -> None:
+        if isinstance(error, WorkshopError):
+            print(f"error: {error}", file=sys.stderr)
+        else:
+            previous(kind, error, traceback)
+
+    sys.excepthook = hook
