@@ -244,14 +244,20 @@ def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
     stack = DevStack(
         project.env,
         project.project,
-        only=["mlflow", "dagster-webserver", "dagster-daemon"],
+        only=[
+            "mlflow",
+            "dagster-pipeline-code",
+            "dagster-workshop-code",
+            "dagster-webserver",
+            "dagster-daemon",
+        ],
         SCHEDULE_CRON="* * * * *",
         **project.stack_env,
     )
     cleanup.push(stack.__exit__)  # also stops a stack that failed to come up
     project.stack = stack.__enter__()
     cleanup.callback(stop_schedule_and_runs, project)
-    # The daemon loads both code locations first: minutes on a loaded 2-core machine.
+    # The code servers load both code locations first: minutes on a loaded 2-core machine.
     wait_until(lambda: sensors_initialized(project), 600, "the sensors never ticked")
 
 

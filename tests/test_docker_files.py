@@ -28,7 +28,11 @@ PYTHON_VERSIONS = ["3.11", "3.12", "3.13"]
 COMBINATIONS = list(itertools.product(ORCHESTRATORS, PYTHON_VERSIONS))
 IMAGE = "churn-mlops-workshop:latest"  # the default project's one image
 PREFECT_SERVICES = {"prefect-server", "prefect-worker"}
-DAGSTER_SERVICES = {"dagster-webserver", "dagster-daemon"}
+CODE_SERVERS = {  # service: the code location it serves
+    "dagster-pipeline-code": "churn_pipeline",
+    "dagster-workshop-code": "churn_workshop",
+}
+DAGSTER_SERVICES = {*CODE_SERVERS, "dagster-webserver", "dagster-daemon"}
 
 
 @cache
@@ -192,7 +196,16 @@ def test_services_match_the_spec(projects, orchestrator: str) -> None:
 
     if orchestrator in ("dagster", "both"):
         webserver, daemon = services["dagster-webserver"], services["dagster-daemon"]
-        for service in (webserver, daemon):
+        for name, location in CODE_SERVERS.items():
+            # One code server per location, on the socket the workspace names, healthy
+            # before the webserver and the daemon ask it for the definitions.
+            command = services[name]["command"]
+            assert command[:3] == ["dagster", "code-server", "start"]
+            socket_path = command[command.index("-s") + 1]
+            assert socket_path == f"dagster_home/storage/{location}.sock"
+            assert socket_path in " ".join(services[name]["healthcheck"]["test"])
+            assert name in healthy_dependencies(webserver) and name in healthy_dependencies(daemon)
+        for service in (webserver, daemon, *(services[name] for name in CODE_SERVERS)):
             mounts = volume_mounts(service)
             assert mounts.pop("dagster-data") == "/data/dagster"
             assert set(mounts.values()) == {"/app/src", "/app/pipelines", "/app/data"}
@@ -264,7 +277,8 @@ def test_classroom_ip_opens_the_ports_and_mlflow_follows(render_project) -> None
 def test_notification_settings_reach_the_pipeline_containers(render_project) -> None:
     project = render_project("docker-notify", orchestrator="both", notifications="slack")
     env = compose_config(project, "dagster", SLACK_WEBHOOK_URL="http://127.0.0.1:9/hook")
-    for name in ("prefect-worker", "dagster-webserver", "dagster-daemon"):
+    # The code servers start the runs and evaluate the sensors that send notifications.
+    for name in ("prefect-worker", "dagster-pipeline-code", "dagster-webserver", "dagster-daemon"):
         environment = env["services"][name]["environment"]
         assert environment["NOTIFICATIONS"] == "slack"
         assert environment["SLACK_WEBHOOK_URL"] == "http://127.0.0.1:9/hook"

@@ -89,7 +89,11 @@ class Answers:
     def healthchecked(self) -> list[str]:
         """The services `up --wait` waits for in the first `docker compose up`."""
         prefect = ["prefect-server"] if self.prefect else []
-        dagster = ["dagster-webserver"] if self.orchestrator == "dagster" else []
+        dagster = (
+            ["dagster-pipeline-code", "dagster-workshop-code", "dagster-webserver"]
+            if self.orchestrator == "dagster"
+            else []
+        )
         return ["mlflow", *prefect, *dagster]
 
 

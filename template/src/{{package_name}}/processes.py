@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -67,16 +68,37 @@ def answers(url: str) -> bool:
         return False
 
 
+def listens_on(socket_path: Path) -> bool:
+    """Whether a server accepts connections on a Unix socket (a stale file does not)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until_healthy(process: subprocess.Popen, url: str, timeout: float) -> None:
     """Poll ``url`` until it answers 200; raise if the process dies or the deadline passes."""
+    wait_for(process, lambda: answers(url), f"on {url}", timeout)
+
+
+def wait_until_listening(process: subprocess.Popen, socket_path: Path, timeout: float) -> None:
+    """Wait until the server listens on ``socket_path``, as ``wait_until_healthy`` does."""
+    wait_for(process, lambda: listens_on(socket_path), f"on {socket_path}", timeout)
+
+
+def wait_for(
+    process: subprocess.Popen, healthy: Callable[[], bool], where: str, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ProcessExitedError(f"exited with code {process.returncode} during start-up")
-        if answers(url):
+        if healthy():
             return
         time.sleep(POLL_SECONDS)
-    raise HealthTimeoutError(f"was not healthy on {url} within {timeout:.0f} s")
+    raise HealthTimeoutError(f"was not healthy {where} within {timeout:.0f} s")
 
 
 def stop_process_groups(processes: list[subprocess.Popen], timeout: float) -> None:
