@@ -1,13 +1,16 @@
 """Figures of the Dagster track on this machine: start-up, first scheduled run, memory.
 
 Renders a project with ``orchestrator=dagster``, installs its dependencies in a
-fresh venv (uv), starts MLflow, then the Dagster webserver and daemon as
-``make dev`` does, with the schedule turned on (CLI) and a one-minute cron, and prints:
+fresh venv (uv), starts MLflow and the two code servers (``make dev --only ...``), then
+the Dagster webserver and daemon as ``make dev`` does, with the schedule turned on (CLI)
+and a one-minute cron, and prints:
 
-- the webserver's time to healthy (``/server_info``) and to its code location loaded;
+- the code servers' time to listening, and the webserver's to healthy (``/server_info``)
+  and to its code locations loaded;
 - the time from the daemon's start to the first scheduled run created and succeeded
   (the first part includes waiting for the next minute's tick);
-- the memory (PSS, MiB) of the webserver and the daemon, each with its code server(s).
+- the memory (PSS, MiB) of the code servers (with the run they start), the webserver
+  and the daemon, and the CPU the idle stack uses.
 
 Run: ``.venv/bin/python bench/bench_dagster.py`` (about 3-4 minutes).
 """
@@ -80,6 +83,44 @@ def location_loaded(url: str) -> bool:
     return all(e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries)
 
 
+CODE_SERVERS = ["dagster-pipeline-code", "dagster-workshop-code"]
+
+
+def code_server_pids(project: Path) -> list[int]:
+    """The `dagster code-server start` processes serving this project's sockets."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"code-server" in command and os.readlink(entry / "cwd") == str(project):
+                    found.append(int(entry.name))
+    return found
+
+
+def code_servers_pss(project: Path) -> float:
+    return sum(tree_pss_mib(pid) for pid in code_server_pids(project))
+
+
+def group_cpu_seconds(groups: set[int]) -> float:
+    """User and system CPU time of every process in these process groups."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) in groups:  # the process group id
+                    total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_percent(groups: set[int], seconds: float = 60) -> float:
+    """CPU used by the Dagster servers over a minute with nothing scheduled."""
+    before = group_cpu_seconds(groups)
+    time.sleep(seconds)
+    return 100 * (group_cpu_seconds(groups) - before) / seconds
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-dagster-"))
     template = snapshot_template(work / "template")
@@ -94,32 +135,22 @@ def main() -> None:
     logs = project / ".workshop" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     workspace = str(project / "dagster_home" / "workspace.yaml")
+    # The reference pipeline's code location holds the schedule.
+    schedule = ["-w", workspace, "-l", "churn_pipeline", "churn_training_schedule"]
     processes = []
     try:
-        processes.append(
-            start(
-                env,
-                project,
-                [str(env.python), "-m", DEFAULT_PACKAGE, "dev", "--only", "mlflow"],
-                logs / "bench-mlflow.out",
-                **settings,
-            )
-        )
-        wait_until(lambda: http_ok(f"{settings['MLFLOW_TRACKING_URI']}/health"), 180, "no MLflow")
-        env.run(
-            [
-                str(env.bin / "dagster"),
-                "schedule",
-                "start",
-                "-w",
-                workspace,
-                "-l",
-                "churn_pipeline",  # the reference pipeline's code location
-                "churn_training_schedule",
-            ],
+        started = time.monotonic()
+        servers = start(
+            env,
             project,
+            [str(env.python), "-m", DEFAULT_PACKAGE, "dev", "--only", "mlflow", *CODE_SERVERS],
+            logs / "bench-dev.out",
             **settings,
         )
+        processes.append(servers)
+        wait_until(lambda: "Press Ctrl+C" in (logs / "bench-dev.out").read_text(), 600, "dev")
+        print(f"MLflow and the two code servers up after {time.monotonic() - started:.1f} s")
+        env.run([str(env.bin / "dagster"), "schedule", "start", *schedule], project, **settings)
 
         started = time.monotonic()
         webserver = start(
@@ -159,12 +190,13 @@ def main() -> None:
         runs = lambda: graphql(f"{url}/graphql", RUNS_QUERY)["runsOrError"]["results"]  # noqa: E731
         wait_until(runs, 240, "the schedule created no run", interval=1)
         created = time.monotonic() - started
-        peak = {"webserver": 0.0, "daemon": 0.0}
+        peak = {"webserver": 0.0, "daemon": 0.0, "code servers": 0.0}
 
         def run_succeeded() -> bool:
             """Poll, and sample the trees' memory while the run works."""
-            for name, process in (("webserver", webserver), ("daemon", daemon)):
-                peak[name] = max(peak[name], memory(process.pid)[1])
+            for name, pid in (("webserver", webserver.pid), ("daemon", daemon.pid)):
+                peak[name] = max(peak[name], memory(pid)[1])
+            peak["code servers"] = max(peak["code servers"], code_servers_pss(project))
             return any(r["status"] == "SUCCESS" for r in runs())
 
         wait_until(run_succeeded, 300, "no scheduled run succeeded", interval=1)
@@ -173,6 +205,10 @@ def main() -> None:
             f"daemon start -> first scheduled run created {created:.1f} s "
             f"(includes the wait for the minute's tick), succeeded {succeeded:.1f} s"
         )
+        env.run([str(env.bin / "dagster"), "schedule", "stop", *schedule], project, **settings)
+        groups = {webserver.pid, daemon.pid, *code_server_pids(project)}  # each leads its group
+        print(f"idle Dagster (schedule off, sensors on): {idle_cpu_percent(groups):.0f}% of a core")
+        print(f"code servers: PSS {code_servers_pss(project):.0f} MiB together")
         for name, process in (("webserver", webserver), ("daemon", daemon)):
             alone, tree = memory(process.pid)
             print(
@@ -181,7 +217,8 @@ def main() -> None:
             )
         print(
             f"peak during the first run: webserver tree {peak['webserver']:.0f} MiB, "
-            f"daemon tree {peak['daemon']:.0f} MiB (includes the run's process)"
+            f"daemon tree {peak['daemon']:.0f} MiB, code servers {peak['code servers']:.0f} MiB"
+            " (they start the run's process)"
         )
     finally:
         for process in reversed(processes):

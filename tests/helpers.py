@@ -388,12 +388,24 @@ def shared_tmp(tmp_path_factory, worker_id: str) -> Path:
     return base if worker_id == "master" else base.parent
 
 
+def prefect_post(url: str, body: dict, deadline: float = 120) -> requests.Response:
+    """POST to a Prefect server's API, retrying "503 Service Unavailable" as Prefect's own
+    client does: the server answers 503 while its SQLite database is busy (a loaded machine).
+    """
+
+    def answered() -> requests.Response | None:
+        response = requests.post(url, json=body, timeout=30)
+        return None if response.status_code == 503 else response
+
+    response = wait_until(answered, deadline, f"{url} kept answering 503", interval=2)
+    response.raise_for_status()
+    return response
+
+
 def prefect_flow_runs(api_url: str, flow_name: str, **filters: object) -> list[dict]:
     """The flow's runs on a Prefect server (API URL ending in /api), oldest first."""
     body = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC", **filters}
-    response = requests.post(f"{api_url}/flow_runs/filter", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return prefect_post(f"{api_url}/flow_runs/filter", body).json()
 
 
 PREFECT_FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

@@ -38,6 +38,7 @@ from helpers import (
     one_line_error,
     places_holding,
     prefect_flow_runs,
+    prefect_post,
     record_fault,
     stack_env,
     wait_until,
@@ -98,9 +99,7 @@ def ended(scene: Scene, run_id: str) -> dict | None:
 
 def task_runs(scene: Scene, run_id: str) -> list[dict]:
     body = {"flow_runs": {"id": {"any_": [run_id]}}}
-    response = requests.post(f"{scene.api}/task_runs/filter", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return prefect_post(f"{scene.api}/task_runs/filter", body).json()
 
 
 def mlflow_runs(scene: Scene, status: str | None = None) -> list[dict]:

@@ -337,6 +337,24 @@ def call_model_server(
     return response.status_code, response.json()
 
 
+def stop_or_explain(server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Wait for the CLI to end after Ctrl+C; if it does not, fail with what it was doing."""
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        processes = subprocess.run(
+            ["ps", "-eo", "pid,pgid,stat,wchan:20,etimes,args"], capture_output=True, text=True
+        ).stdout
+        mine = [line for line in processes.splitlines() if str(server.pid) in line.split()[:2]]
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        raise AssertionError(
+            f"serve-model still ran {timeout:.0f} s after Ctrl+C; its processes:\n"
+            + "\n".join(mine)
+            + f"\nend of its log:\n{log.read_text()[-2000:]}"
+        ) from None
+
+
 @pytest.fixture(scope="module")
 def commands(
     executed: dict[str, dict],
@@ -371,7 +389,7 @@ def commands(
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGINT)  # Ctrl+C
-        server.wait(timeout=60)
+        stop_or_explain(server, log)
     # The CLI stopped the uvicorn it started: nothing answers on the port any more.
     stopped = wait_until(lambda: not http_ok(f"http://127.0.0.1:{port}/ping"), 30, "still up")
     outcomes = {}

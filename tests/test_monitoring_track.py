@@ -42,6 +42,7 @@ from helpers import (
     mlflow_api,
     mlflow_runs_tagged,
     prefect_flow_runs,
+    prefect_post,
     run_metrics,
     stack_env,
     wait_until,
@@ -280,12 +281,10 @@ def deployment(stack: Stack) -> Iterator[MonitoringDeployment]:
 
 def run_monitoring_deployment(stack: Stack, deployment: MonitoringDeployment, batch: Path) -> dict:
     """Create a run of the monitoring deployment for ``batch``; the worker runs it."""
-    response = requests.post(
+    response = prefect_post(
         f"{stack.prefect}/deployments/{deployment.monitoring['id']}/create_flow_run",
-        json={"parameters": {"batch": str(batch)}},
-        timeout=10,
+        {"parameters": {"batch": str(batch)}},
     )
-    response.raise_for_status()
     return wait_prefect_run(stack, response.json()["id"])
 
 

@@ -38,6 +38,7 @@ from helpers import (
     mlflow_runs_tagged,
     places_holding,
     prefect_flow_runs,
+    prefect_post,
     run_metrics,
     scheduled_prefect_run,
     stack_env,
@@ -147,9 +148,7 @@ def succeeded(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedP
 
 
 def api_post(stack: Stack, path: str, body: dict) -> list[dict]:
-    response = requests.post(f"{stack.api}{path}", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return prefect_post(f"{stack.api}{path}", body).json()
 
 
 def flow_runs(stack: Stack, flow_name: str, **filters: object) -> list[dict]:
