@@ -393,11 +393,11 @@ def prefect_post(url: str, body: dict, deadline: float = 120) -> requests.Respon
     client does: the server answers 503 while its SQLite database is busy (a loaded machine).
     """
 
-    def answered() -> requests.Response | None:
+    give_up = time.monotonic() + deadline
+    response = requests.post(url, json=body, timeout=30)  # a server that is down raises here
+    while response.status_code == 503 and time.monotonic() < give_up:
+        time.sleep(2)
         response = requests.post(url, json=body, timeout=30)
-        return None if response.status_code == 503 else response
-
-    response = wait_until(answered, deadline, f"{url} kept answering 503", interval=2)
     response.raise_for_status()
     return response
 
