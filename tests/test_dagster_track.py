@@ -246,9 +246,9 @@ def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
         project.project,
         only=[
             "mlflow",
+            "dagster-webserver",
             "dagster-pipeline-code",
             "dagster-workshop-code",
-            "dagster-webserver",
             "dagster-daemon",
         ],
         SCHEDULE_CRON="* * * * *",

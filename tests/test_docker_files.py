@@ -204,7 +204,9 @@ def test_services_match_the_spec(projects, orchestrator: str) -> None:
             socket_path = command[command.index("-s") + 1]
             assert socket_path == f"dagster_home/storage/{location}.sock"
             assert socket_path in " ".join(services[name]["healthcheck"]["test"])
-            assert name in healthy_dependencies(webserver) and name in healthy_dependencies(daemon)
+            # The webserver creates the storage first; the daemon starts last.
+            assert "dagster-webserver" in healthy_dependencies(services[name])
+            assert name in healthy_dependencies(daemon)
         for service in (webserver, daemon, *(services[name] for name in CODE_SERVERS)):
             mounts = volume_mounts(service)
             assert mounts.pop("dagster-data") == "/data/dagster"
@@ -215,7 +217,6 @@ def test_services_match_the_spec(projects, orchestrator: str) -> None:
             assert not any("docker.sock" in target for target in volume_mounts(service).values())
         assert published_ports(webserver) == {3000: "3000"}
         assert healthcheck_url(webserver) == "http://localhost:3000/server_info"
-        assert "dagster-webserver" in healthy_dependencies(daemon)
         assert daemon["command"][:4] == ["dagster-daemon", "run", "--log-level", "warning"]
 
     for name, service in services.items():

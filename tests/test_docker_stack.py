@@ -396,7 +396,7 @@ def everyday_commands(student: Student) -> None:
     service, says = (
         ("prefect-worker", "Worker 'ProcessWorker")
         if student.answers.prefect
-        else ("dagster-daemon", "dagster-daemon-1")
+        else ("dagster-pipeline-code", "RUN_SUCCESS")  # the code server runs the runs
     )
     logs = student.start(f"docker compose logs -f {service}", "follow.log")
     wait_until(lambda: says in student.log("follow.log"), 60, "logs -f showed nothing")
