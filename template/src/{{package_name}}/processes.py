@@ -69,10 +69,14 @@ def answers(url: str) -> bool:
 
 
 def listens_on(socket_path: Path) -> bool:
-    """Whether a server accepts connections on a Unix socket (a stale file does not)."""
+    """Whether a server accepts connections on a Unix socket (a stale file does not).
+
+    The path is made relative to the working directory, as the servers name it: a Unix
+    socket's path may not exceed 107 bytes, and a project folder can be deep.
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
-            probe.connect(str(socket_path))
+            probe.connect(os.path.relpath(socket_path))
         except OSError:
             return False
     return True
