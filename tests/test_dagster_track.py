@@ -1,8 +1,8 @@
 """The Dagster track end to end, with real processes.
 
 For a render with ``orchestrator=dagster`` (Discord notifications), ``make dev``'s
-MLflow server, Dagster webserver and daemon run on free ports. The tests then check, through
-the webserver's GraphQL API (as the UI sees it), MLflow's REST API and a local
+MLflow server, Dagster webserver, code servers and daemon run on free ports. The tests
+then check, through the webserver's GraphQL API (as the UI sees it), MLflow's REST API and a local
 webhook server: the definitions load; a CLI run materializes every asset, passes
 the checks and logs to MLflow; the workshop script materializes in-process; a file
 without the target column fails the checks with a message naming the column; the
