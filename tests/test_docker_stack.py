@@ -4,12 +4,16 @@ One project per orchestrator answer, each with its ports moved through .env only
 student's session follows the guide from the project root: host environment, data,
 `docker compose up`, the Prefect parts from the host, the deployment made on the host
 whose scheduled run the container's worker executes, the Dagster schedule, everyday
-commands, `down` then `up` (nothing lost) and `down -v` (nothing left). Every command
-of the guide's shell blocks must be one the session ran. The `both` project follows the
-French guide (the reference edition) and is also looked at in a real browser.
+commands, `down`, a rebuilt image and `up` (nothing lost) and `down -v` (nothing left).
+Every command of the guide's shell blocks must be one the session ran. The `both` project
+follows the French guide (the reference edition) and is also looked at in a real browser.
+
+The faults a class meets, in Docker: the webhook URL set in .env is written nowhere else
+(logs, volumes); the worker killed mid-run (the Prefect-only session); a second project
+on the same machine (the Dagster-only session). Each fault's figures go to the report.
 
 Each class is one student's session on one stack: its tests run in order and build on
-each other, and the stack comes down when the class ends (one stack at a time).
+each other, and the stack comes down when the class ends (one session at a time).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +40,11 @@ from helpers import (
     listening,
     mlflow_api,
     mlflow_runs_tagged,
+    places_holding,
     prefect_flow_runs,
+    prefect_post,
     python_interpreter,
+    record_fault,
     scheduled_prefect_run,
     wait_until,
 )
@@ -54,6 +62,7 @@ MONITORING_DEPLOYMENT = "batch-monitoring"
 EXPERIMENT = "churn-prediction"
 LAUNCH_DEADLINE = 180  # s from the schedule's start to a run picked up: two ticks and a poll
 RUN_DEADLINE = 420  # s for that run to finish, in a container, on a busy 2-core machine
+HEARTBEAT_SECONDS = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY of the worker's container
 # Where the browser's screenshots go; the guide's images were taken with this test.
 SCREENSHOTS = Path(os.environ.get("WORKSHOP_SCREENSHOTS", "/tmp/mlops-workshop-screenshots"))
 
@@ -231,15 +240,20 @@ def student(request, render_project, base_image: str, tmp_path_factory) -> Itera
         student.run("docker compose up -d --wait", timeout=900)
         yield student
     finally:
-        for process in student.background:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-        subprocess.run(
-            ["bash", "-c", f"{answers.stack} down -v --remove-orphans"],
-            cwd=project,
-            capture_output=True,
-            timeout=300,
-        )
+        tear_down(student)
+
+
+def tear_down(student: Student) -> None:
+    """Whatever happened: the session's background commands stopped, its stack removed."""
+    for process in student.background:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    subprocess.run(
+        ["bash", "-c", f"{student.answers.stack} down -v --remove-orphans"],
+        cwd=student.project,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 # --- The steps of the guide, each one a check ---------------------------------------------
@@ -310,6 +324,74 @@ def container_worker_runs_the_host_deployment(student: Student) -> None:
     student.facts["prefect_run"] = run
 
 
+def deployment_runs(student: Student) -> list[dict]:
+    """The runs the training deployment's schedule created, oldest first."""
+    deployments = {"id": {"any_": [student.facts["deployment_id"]]}}
+    runs = prefect_flow_runs(
+        f"{student.url('prefect')}/api", PIPELINE_FLOW, deployments=deployments
+    )
+    return [run for run in runs if run["auto_scheduled"]]
+
+
+def a_killed_worker_crashes_its_run_and_the_restarted_one_runs_the_next(
+    student: Student, record_property
+) -> None:
+    """The guide's troubleshooting, done: `docker compose kill prefect-worker` while a
+    scheduled run trains, the run marked Crashed, `restart` brings the next tick."""
+    before = {run["id"] for run in deployment_runs(student)}
+    deploy = student.start(  # deploying again resumes the schedule Ctrl+C paused
+        "python pipelines/workshop/prefect/Prefect_Workshop.py deploy", "redeploy.log"
+    )
+    wait_until(lambda: "Press Ctrl+C" in student.log("redeploy.log"), 300, "deploy failed")
+
+    def training() -> dict | None:
+        """A new scheduled run that logs to MLflow: its heartbeats have started."""
+        running = [r for r in deployment_runs(student) if r["state"]["type"] == "RUNNING"]
+        url = student.url("mlflow")
+        return next(
+            (
+                r
+                for r in running
+                if r["id"] not in before and mlflow_runs_tagged(url, "prefect_flow_run_id", r["id"])
+            ),
+            None,
+        )
+
+    run = wait_until(training, LAUNCH_DEADLINE + 120, "no scheduled run to kill", 1)
+    student.run("docker compose kill prefect-worker")
+    injected = time.monotonic()
+
+    def state_of_the_killed_run() -> dict | None:
+        state = next(r for r in deployment_runs(student) if r["id"] == run["id"])["state"]
+        return state if state["type"] != "RUNNING" else None
+
+    state = wait_until(state_of_the_killed_run, 3 * HEARTBEAT_SECONDS + 120, "still Running", 3)
+    crashed = time.monotonic()
+    assert state["type"] == "CRASHED" and "No heartbeat" in state["message"], state
+    student.run("docker compose restart prefect-worker")
+
+    def a_later_tick_completed() -> dict | None:
+        later = [
+            r
+            for r in deployment_runs(student)
+            if r["expected_start_time"] > run["expected_start_time"]
+        ]
+        return next((r for r in later if r["state"]["type"] == "COMPLETED"), None)
+
+    wait_until(a_later_tick_completed, LAUNCH_DEADLINE + RUN_DEADLINE, "no tick after restart", 3)
+    recovered = time.monotonic()
+    starts = [r["expected_start_time"] for r in deployment_runs(student)]
+    assert len(starts) == len(set(starts)), f"a tick ran twice: {starts}"
+    deploy.send_signal(signal.SIGINT)  # Ctrl+C pauses the schedule again
+    assert deploy.wait(timeout=60) == 0
+    record_fault(
+        record_property,
+        "Docker: prefect-worker killed mid-run",
+        marked_crashed_after=crashed - injected,
+        next_scheduled_run_completed_after=recovered - injected,
+    )
+
+
 def set_in_dotenv(student: Student, **values: str) -> None:
     """What a student edits in .env: each variable set once, to the new value."""
     dotenv = student.project / ".env"
@@ -368,10 +450,28 @@ def monitoring_in_the_containers(student: Student) -> None:
         assert training["state"]["type"] == "COMPLETED", training["state"]
         logged = mlflow_runs_tagged(student.url("mlflow"), "prefect_flow_run_id", training["id"])
         assert len(logged) == 3, "the retraining logged its candidates to the stack's MLflow"
+        assert places_in_the_stack_holding(student, webhook.url) == [".env"]
     finally:
         webhook.close()
     os.killpg(student.background[-1].pid, signal.SIGINT)  # Ctrl+C pauses the monitoring
     assert student.background[-1].wait(timeout=60) == 0
+
+
+def places_in_the_stack_holding(student: Student, secret: str) -> list[str]:
+    """Where a secret ended up: the project's files, the host commands' and the containers'
+    logs, and every file of the stack's volumes (databases with their journals, artifacts)."""
+    places = places_holding(student.project, secret)
+    places += [log.name for log in student.work.glob("*.log") if secret in log.read_text()]
+    if secret in student.run(f"{student.answers.stack} logs --no-color"):
+        places.append("docker compose logs")
+    for volume in compose_objects(student, "volume", "ls", "-q"):
+        search = ["grep", "--recursive", "--files-with-matches", "--fixed-strings", secret, "/v"]
+        mounted = ["docker", "run", "--rm", "--volume", f"{volume}:/v:ro"]
+        image = student.facts["base_image"]
+        found = subprocess.run([*mounted, image, *search], capture_output=True, text=True)
+        assert found.returncode in {0, 1}, found.stderr  # 1: no file holds it
+        places += [f"{volume}:{path.removeprefix('/v/')}" for path in found.stdout.split()]
+    return sorted(places)
 
 
 def dagster_schedule_fires_in_the_containers(student: Student) -> None:
@@ -436,13 +536,40 @@ def volumes_are_named_after_the_project(student: Student) -> None:
     assert all(volume.startswith(f"{student.answers.slug}_") for volume in volumes)
 
 
-def down_then_up_keeps_everything(student: Student) -> None:
-    """Runs, models, deployments and schedules survive `down` (the volumes do)."""
+def image_id(student: Student) -> str:
+    """The id of the image compose built for the project."""
+    return subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", f"{student.answers.slug}:latest"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def rebuild_after_a_pyproject_change(student: Student) -> str:
+    """What the guide's `build` is for: pyproject.toml changed, so the stack is reinstalled
+    into a new image (here the change is the description's, the versions stay)."""
+    before = image_id(student)
+    pyproject = student.project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('description = "', 'description = "v2 ', 1))
+    student.run("docker compose build", timeout=1200)
+    assert image_id(student) != before, "the change made a new image"
+    return image_id(student)
+
+
+def down_rebuild_up_keeps_everything(student: Student) -> None:
+    """Runs, models, deployments and schedules survive `down`, a rebuilt image and `up`
+    (the volumes do)."""
     volumes_are_named_after_the_project(student)
     stack = student.answers.stack
     student.run(f"{stack} down")
     assert not listening(student.ports["mlflow"])
+    rebuilt = rebuild_after_a_pyproject_change(student)
     student.run(f"{stack} up -d --wait", timeout=900)
+    for container in compose_objects(student, "ps", "-q"):
+        inspected = ["docker", "inspect", "--format", "{{.Image}}", container]
+        ran = subprocess.run(inspected, capture_output=True, text=True, check=True).stdout
+        assert ran.strip() == rebuilt, "every service runs the rebuilt image"
     assert champion_version(student.url("mlflow")).status_code == 200
     if student.answers.prefect:
         api = f"{student.url('prefect')}/api"
@@ -458,6 +585,38 @@ def down_then_up_keeps_everything(student: Student) -> None:
         )
         schedule = dagster_graphql(url, SCHEDULE_STATE)["scheduleOrError"]["scheduleState"]
         assert schedule["status"] == "STOPPED", "the schedule keeps the state the student left"
+
+
+def a_second_project_beside_it_shares_nothing(
+    student: Student, render_project, tmp_path_factory
+) -> None:
+    """Two projects on one machine (a teacher's copy and a student's, two cohorts): the
+    second's stack comes up beside the first, on its own ports, with its own containers,
+    volumes and data; its `down -v` leaves the first untouched."""
+    answers = Answers("Second Cohort", "prefect", "en")
+    project = render_project(
+        answers.slug, project_name=answers.project_name, orchestrator=answers.orchestrator
+    )
+    work = tmp_path_factory.mktemp(f"{answers.slug}-work")
+    second = Student(project, answers, ProjectEnv(work / "no-venv"), facts=student.facts)
+    try:
+        second.run("make env")
+        move_ports_in_dotenv(second)
+        second.run("docker compose up -d --wait", timeout=1200)
+        mine, theirs = (compose_objects(s, "ps", "-q") for s in (student, second))
+        assert mine and theirs and not set(mine) & set(theirs), "both stacks run, apart"
+        volumes = [compose_objects(s, "volume", "ls", "-q") for s in (student, second)]
+        assert all(v.startswith(f"{answers.slug}_") for v in volumes[1]), volumes
+        assert not set(volumes[0]) & set(volumes[1]), volumes
+        assert champion_version(student.url("mlflow")).status_code == 200
+        assert champion_version(second.url("mlflow")).status_code == 404, "its own MLflow"
+        deployments = prefect_post(f"{second.url('prefect')}/api/deployments/filter", {})
+        assert deployments.json() == [], "its own Prefect, empty"
+    finally:
+        tear_down(second)
+    assert compose_objects(student, "ps", "-q") == mine, "the first stack still runs"
+    assert compose_objects(student, "volume", "ls", "-q") == volumes[0]
+    assert champion_version(student.url("mlflow")).status_code == 200
 
 
 def down_v_leaves_no_container_volume_or_port(student: Student) -> None:
@@ -575,8 +734,8 @@ class TestBothOrchestratorsWithTheFrenchGuide:
     def test_everyday_commands(self, student: Student):
         everyday_commands(student)
 
-    def test_down_then_up_keeps_runs_models_deployments_and_schedules(self, student: Student):
-        down_then_up_keeps_everything(student)
+    def test_down_rebuild_up_keeps_runs_models_deployments_and_schedules(self, student: Student):
+        down_rebuild_up_keeps_everything(student)
 
     def test_down_v_leaves_no_container_volume_or_port(self, student: Student):
         down_v_leaves_no_container_volume_or_port(student)
@@ -600,11 +759,18 @@ class TestPrefectOnlyWithTheEnglishGuide:
     def test_a_drifted_batch_alerts_and_retrains_in_the_containers(self, student: Student):
         monitoring_in_the_containers(student)
 
+    def test_a_killed_worker_crashes_its_run_and_the_restarted_one_runs_the_next(
+        self, student: Student, record_property
+    ):
+        a_killed_worker_crashes_its_run_and_the_restarted_one_runs_the_next(
+            student, record_property
+        )
+
     def test_everyday_commands(self, student: Student):
         everyday_commands(student)
 
-    def test_down_then_up_keeps_runs_models_and_deployments(self, student: Student):
-        down_then_up_keeps_everything(student)
+    def test_down_rebuild_up_keeps_runs_models_and_deployments(self, student: Student):
+        down_rebuild_up_keeps_everything(student)
 
     def test_down_v_leaves_no_container_volume_or_port(self, student: Student):
         down_v_leaves_no_container_volume_or_port(student)
@@ -622,11 +788,16 @@ class TestDagsterOnlyWithTheEnglishGuide:
     def test_the_dagster_schedule_fires_in_the_containers(self, student: Student):
         dagster_schedule_fires_in_the_containers(student)
 
+    def test_a_second_project_beside_it_shares_nothing(
+        self, student: Student, render_project, tmp_path_factory
+    ):
+        a_second_project_beside_it_shares_nothing(student, render_project, tmp_path_factory)
+
     def test_everyday_commands(self, student: Student):
         everyday_commands(student)
 
-    def test_down_then_up_keeps_runs_models_and_schedules(self, student: Student):
-        down_then_up_keeps_everything(student)
+    def test_down_rebuild_up_keeps_runs_models_and_schedules(self, student: Student):
+        down_rebuild_up_keeps_everything(student)
 
     def test_down_v_leaves_no_container_volume_or_port(self, student: Student):
         down_v_leaves_no_container_volume_or_port(student)
