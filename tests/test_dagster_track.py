@@ -18,7 +18,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,23 +56,16 @@ LAUNCH_DEADLINE = 150  # s from turning the schedule on to its first run: two on
 RUN_DEADLINE = 300  # s for that run to succeed, imports and training on a busy 2-core machine
 FINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
-VARIANTS = {
-    # name: (answers, notification service, extra environment besides the webhook URL)
-    "dagster": ({"orchestrator": "dagster", "notifications": "discord"}, "discord", {}),
-}
-# The `both` render has the same Dagster files; its stack, with every server at once,
-# runs in test_monitoring_track.py and in the Docker test. Slack's format is one module
-# for both orchestrators, and test_prefect_track.py receives it.
-variants = pytest.mark.parametrize("variant", list(VARIANTS))
-cli_variant = pytest.mark.parametrize("variant", ["dagster"])
+# The `dagster` render only: the `both` render has the same Dagster files, and its stack,
+# with every server at once, runs in test_monitoring_track.py and in the Docker test.
+# Slack's format is one module for both orchestrators, and test_prefect_track.py gets it.
+ANSWERS = {"orchestrator": "dagster", "notifications": "discord"}
 
 
 @dataclass
 class DagsterProject:
-    variant: str
     project: Path
     env: ProjectEnv
-    service: str
     webhook: WebhookRecorder
     stack_env: dict[str, str]
     dagster_url: str
@@ -128,17 +120,10 @@ class DagsterProject:
         return mlflow_runs_tagged(self.mlflow_url, "dagster_run_id", dagster_run_id)
 
     def notification_texts(self) -> list[str]:
-        """The text of each notification, checking the service's payload format."""
-        texts = []
+        """The text of each notification, checking Discord's payload format."""
         for payload in self.webhook.payloads:
-            if self.service == "discord":
-                assert set(payload) == {"content"}, payload
-                texts.append(payload["content"])
-            else:
-                assert set(payload) == {"text", "blocks"}, payload
-                assert payload["blocks"][0]["text"]["type"] == "mrkdwn", payload
-                texts.append(payload["blocks"][0]["text"]["text"])
-        return texts
+            assert set(payload) == {"content"}, payload
+        return [payload["content"] for payload in self.webhook.payloads]
 
     def notification_about(self, run_id: str, icon: str) -> str | None:
         return next(
@@ -197,6 +182,12 @@ def workspace_repositories(project: DagsterProject) -> dict[str, dict]:
     return repositories
 
 
+def locations_loaded(project: DagsterProject) -> bool:
+    """The webserver reached every code server (it retries one that came up after it)."""
+    entries = project.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
+    return all(e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries)
+
+
 def workspace_repository(project: DagsterProject) -> dict:
     return workspace_repositories(project)[LOCATION]
 
@@ -216,9 +207,8 @@ def write_data_without_target(source: Path, destination: Path) -> None:
         writer.writerows(reader)
 
 
-def prepare_project(variant: str, render_project, project_env: ProjectEnv) -> DagsterProject:
-    answers, service, extra_env = VARIANTS[variant]
-    project = render_project(f"dagster-{variant}", **answers)
+def prepare_project(render_project, project_env: ProjectEnv) -> DagsterProject:
+    project = render_project("dagster", **ANSWERS)
     project_env.run(
         [str(project_env.python), "-m", DEFAULT_PACKAGE, "generate-data", "--rows", "2000"],
         project,
@@ -226,12 +216,10 @@ def prepare_project(variant: str, render_project, project_env: ProjectEnv) -> Da
     write_data_without_target(project / "data/customer_data.csv", project / "data/no_target.csv")
     webhook = WebhookRecorder()
     servers = stack_env("dagster")
-    environment = {**servers, f"{service.upper()}_WEBHOOK_URL": webhook.url, **extra_env}
+    environment = {**servers, "DISCORD_WEBHOOK_URL": webhook.url}
     return DagsterProject(
-        variant,
         project,
         project_env,
-        service,
         webhook,
         environment,
         dagster_url=f"http://127.0.0.1:{servers['DAGSTER_PORT']}",
@@ -262,22 +250,13 @@ def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
 
 
 @pytest.fixture(scope="module")
-def stacks(render_project, project_env) -> Iterator[dict[str, DagsterProject]]:
-    """Each variant's stack, started together: start-up is mostly waiting for imports."""
+def dagster_project(render_project, project_env) -> Iterator[DagsterProject]:
+    """The project's `make dev`, started once for the module."""
+    project = prepare_project(render_project, project_env)
     with contextlib.ExitStack() as cleanup:
-        projects = {name: prepare_project(name, render_project, project_env) for name in VARIANTS}
-        for project in projects.values():
-            cleanup.callback(project.webhook.close)
-        with ThreadPoolExecutor(len(projects)) as pool:
-            starts = [pool.submit(start_stack, p, cleanup) for p in projects.values()]
-        for started in starts:
-            started.result()  # the first start-up error, if any
-        yield projects
-
-
-@pytest.fixture
-def dagster_project(stacks: dict[str, DagsterProject], variant: str) -> DagsterProject:
-    return stacks[variant]
+        cleanup.callback(project.webhook.close)
+        start_stack(project, cleanup)
+        yield project
 
 
 def stop_schedule_and_runs(project: DagsterProject) -> None:
@@ -288,7 +267,6 @@ def stop_schedule_and_runs(project: DagsterProject) -> None:
         project.graphql(TERMINATE_RUNS, ids=[run["runId"] for run in active])
 
 
-@variants
 def test_definitions_load_without_errors(dagster_project: DagsterProject) -> None:
     repository = workspace_repository(dagster_project)
     assets = {"/".join(node["assetKey"]["path"]) for node in repository["assetNodes"]}
@@ -313,7 +291,6 @@ def test_definitions_load_without_errors(dagster_project: DagsterProject) -> Non
     assert {s["sensorState"]["status"] for s in repository["sensors"]} == {"RUNNING"}
 
 
-@variants
 def test_turning_the_schedule_on(dagster_project: DagsterProject) -> None:
     """As the UI's toggle does; the scheduled run is checked last, while other tests run."""
     result = dagster_project.graphql(START_SCHEDULE, selector=SCHEDULE_SELECTOR)["startSchedule"]
@@ -322,7 +299,6 @@ def test_turning_the_schedule_on(dagster_project: DagsterProject) -> None:
     dagster_project.schedule_started_at = time.monotonic()
 
 
-@cli_variant
 def test_cli_materializes_all_assets_checks_pass_and_mlflow_gets_runs(
     dagster_project: DagsterProject,
 ) -> None:
@@ -350,7 +326,6 @@ SCRIPTS = {
 }
 
 
-@variants
 @pytest.mark.parametrize("part", list(SCRIPTS))
 def test_scripts_run_in_process_without_deprecations(
     dagster_project: DagsterProject, part: str
@@ -370,7 +345,6 @@ def test_scripts_run_in_process_without_deprecations(
     )
 
 
-@cli_variant
 def test_a_cron_dagster_refuses_names_its_env_variable(dagster_project: DagsterProject) -> None:
     """A typo in SCHEDULE_CRON stops the script with the .env line to fix, not a traceback."""
     result = dagster_project.env.run(
@@ -385,7 +359,6 @@ def test_a_cron_dagster_refuses_names_its_env_variable(dagster_project: DagsterP
     assert "SCHEDULE_CRON='61 * * * *'" in error and ".env" in error, error
 
 
-@variants
 def test_data_without_target_fails_the_checks_naming_the_column(
     dagster_project: DagsterProject,
 ) -> None:
@@ -403,7 +376,6 @@ def test_data_without_target_fails_the_checks_naming_the_column(
     dagster_project.facts["failed_run"] = run["runId"]
 
 
-@variants
 def test_failure_notification_names_the_problem(dagster_project: DagsterProject) -> None:
     run_id = dagster_project.facts["failed_run"]
     text = wait_until(
@@ -415,7 +387,6 @@ def test_failure_notification_names_the_problem(dagster_project: DagsterProject)
     assert f"Missing column(s): {TARGET}" in text
 
 
-@variants
 def test_scheduled_run_succeeds_by_itself_and_lands_in_mlflow(
     dagster_project: DagsterProject,
 ) -> None:
@@ -447,7 +418,6 @@ def test_scheduled_run_succeeds_by_itself_and_lands_in_mlflow(
     dagster_project.facts["scheduled_run"] = run_id
 
 
-@variants
 def test_success_notifications_arrive_in_the_service_format(
     dagster_project: DagsterProject,
 ) -> None:
@@ -467,7 +437,6 @@ def test_success_notifications_arrive_in_the_service_format(
         assert "succeeded" in text
 
 
-@variants
 def test_the_webhook_url_is_written_nowhere(dagster_project: DagsterProject) -> None:
     """A secret: not in a log, a run's config or tags, MLflow's database or a project file."""
     assert dagster_project.webhook.payloads, "the URL was used: notifications went out"
@@ -495,7 +464,6 @@ def history(project: DagsterProject) -> dict[str, object]:
     }
 
 
-@cli_variant
 def test_a_restart_keeps_the_schedule_runs_and_materializations(
     dagster_project: DagsterProject, record_property
 ) -> None:
@@ -508,6 +476,7 @@ def test_a_restart_keeps_the_schedule_runs_and_materializations(
     dagster_project.stack.__exit__(None, None, None)
     stopped = time.monotonic()
     dagster_project.stack.__enter__()
+    wait_until(lambda: locations_loaded(dagster_project), 120, "the UI lost its code locations")
     record_fault(record_property, "Dagster restarted", back_up_after=time.monotonic() - stopped)
     after = history(dagster_project)
     assert after["schedule"] == before["schedule"]
