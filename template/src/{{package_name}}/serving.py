@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,11 +106,7 @@ def serve_champion(settings: Settings, port: int | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on SIGTERM too
     print(f"Serving {model_uri} on http://{HOST}:{port}/invocations (Ctrl+C stops it)", flush=True)
     try:
-        # Polled, not process.wait(): Ctrl+C may land in one of the threads MLflow left
-        # behind, and then only the main thread's next Python step sees it; a blocking
-        # wait never takes that step.
-        while process.poll() is None:
-            time.sleep(processes.POLL_SECONDS)
+        process.wait()
     except KeyboardInterrupt:
         return
     finally:
