@@ -8,6 +8,7 @@ file lock) and shared by every test that runs project code.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,18 @@ from filelock import FileLock
 from helpers import ProjectEnv, create_project_env, render, shared_tmp, snapshot_template
 
 ENV_ANSWERS = {"orchestrator": "both", "include_notebooks": True}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give SIGINT back its default when the run started as a background job.
+
+    A shell starts `command &` with SIGINT ignored, and every process the tests start
+    inherits that: the Ctrl+C they send, as a student presses it (to `make dev`,
+    `serve-model`, a deploy script), would do nothing. A handler, unlike "ignored", is
+    reset in each child, so the children get SIGINT's default again.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
