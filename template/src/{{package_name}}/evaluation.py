@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: servers, workers and CI have no display
-
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import (
@@ -42,7 +37,10 @@ def best_model_name(results: dict[str, dict[str, float]], metric: str = PRIMARY_
 
 
 def confusion_matrix_figure(model: Pipeline, features: pd.DataFrame, target: pd.Series) -> Figure:
-    figure, axes = plt.subplots(figsize=(4, 4))
+    """A figure of its own, not pyplot's: the candidates are logged from parallel threads,
+    and pyplot keeps every figure in one global registry, shared and never freed."""
+    figure = Figure(figsize=(4, 4))
+    axes = figure.subplots()
     ConfusionMatrixDisplay.from_estimator(model, features, target, ax=axes, colorbar=False)
     axes.set_title("Confusion matrix")
     figure.tight_layout()
