@@ -228,6 +228,7 @@ def student(request, render_project, base_image: str, tmp_path_factory) -> Itera
         project, answers, ProjectEnv(work / "host-venv"), facts={"base_image": base_image}
     )
     try:
+        tear_down(student)  # a stack a killed run left: its containers restart with the engine
         student.run("make env")
         move_ports_in_dotenv(student)
         subprocess.run(
