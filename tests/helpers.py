@@ -392,7 +392,6 @@ def prefect_post(url: str, body: dict, deadline: float = 120) -> requests.Respon
     """POST to a Prefect server's API, retrying "503 Service Unavailable" as Prefect's own
     client does: the server answers 503 while its SQLite database is busy (a loaded machine).
     """
-
     give_up = time.monotonic() + deadline
     response = requests.post(url, json=body, timeout=30)  # a server that is down raises here
     while response.status_code == 503 and time.monotonic() < give_up:
@@ -406,6 +405,13 @@ def prefect_flow_runs(api_url: str, flow_name: str, **filters: object) -> list[d
     """The flow's runs on a Prefect server (API URL ending in /api), oldest first."""
     body = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC", **filters}
     return prefect_post(f"{api_url}/flow_runs/filter", body).json()
+
+
+def prefect_scheduled_runs(api_url: str, flow_name: str, deployment_id: str) -> list[dict]:
+    """The runs a deployment's schedule created (not those started by hand), oldest first."""
+    deployments = {"id": {"any_": [deployment_id]}}
+    runs = prefect_flow_runs(api_url, flow_name, deployments=deployments)
+    return [run for run in runs if run["auto_scheduled"]]
 
 
 PREFECT_FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -426,11 +432,9 @@ def scheduled_prefect_run(
     ``end_within`` (imports and training: this depends on the machine's load). ``hint``
     ends the failure messages (where the logs are).
     """
-    deployments = {"id": {"any_": [deployment_id]}}
 
     def scheduled_runs() -> list[dict]:
-        runs = prefect_flow_runs(api_url, flow_name, deployments=deployments)
-        return [run for run in runs if run["auto_scheduled"]]
+        return prefect_scheduled_runs(api_url, flow_name, deployment_id)
 
     def launched() -> dict | None:
         """No longer Scheduled or Late: a worker has it."""

@@ -43,6 +43,7 @@ from helpers import (
     places_holding,
     prefect_flow_runs,
     prefect_post,
+    prefect_scheduled_runs,
     python_interpreter,
     record_fault,
     scheduled_prefect_run,
@@ -327,11 +328,8 @@ def container_worker_runs_the_host_deployment(student: Student) -> None:
 
 def deployment_runs(student: Student) -> list[dict]:
     """The runs the training deployment's schedule created, oldest first."""
-    deployments = {"id": {"any_": [student.facts["deployment_id"]]}}
-    runs = prefect_flow_runs(
-        f"{student.url('prefect')}/api", PIPELINE_FLOW, deployments=deployments
-    )
-    return [run for run in runs if run["auto_scheduled"]]
+    api = f"{student.url('prefect')}/api"
+    return prefect_scheduled_runs(api, PIPELINE_FLOW, student.facts["deployment_id"])
 
 
 def a_killed_worker_crashes_its_run_and_the_restarted_one_runs_the_next(

@@ -37,8 +37,8 @@ from helpers import (
     mlflow_api,
     one_line_error,
     places_holding,
-    prefect_flow_runs,
     prefect_post,
+    prefect_scheduled_runs,
     record_fault,
     stack_env,
     wait_until,
@@ -83,9 +83,7 @@ class Scene:
 
 
 def scheduled_runs(scene: Scene) -> list[dict]:
-    deployments = {"id": {"any_": [scene.deployment_id]}}
-    runs = prefect_flow_runs(scene.api, FLOW, deployments=deployments)
-    return [run for run in runs if run["auto_scheduled"]]
+    return prefect_scheduled_runs(scene.api, FLOW, scene.deployment_id)
 
 
 def flow_run(scene: Scene, run_id: str) -> dict:
