@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from copier import run_copy, run_update
 
@@ -308,9 +309,12 @@ DAG_TAGS = 'tags=["churn", "mlflow", "workshop"]'
 STUDENT_TAGS = 'tags=["churn", "mlflow", "workshop", "my-team"]'
 
 
-def test_update_moves_the_airflow_files_with_the_students_edits(template_dir: Path, tmp_path: Path):
-    """The migration merges an edited DAG into its new place, three-way: the edit and the
-    new template are both there, without conflict; the old paths are gone."""
+def test_update_moves_the_airflow_files_with_the_students_edits(
+    template_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+):
+    """The migration (migrations/v2_0_0_airflow_paths.py) merges an edited DAG into its new
+    place, three-way, and says so: the edit and the new template are both there, without
+    conflict; the unedited overview needs no merge; the old paths are gone."""
     template = make_release_repo(template_dir, tmp_path / "template")
     answers = {"orchestrator": "prefect", "docs_language": "fr"}
     project = student_project(template, answers, "1.0.0")
@@ -318,9 +322,12 @@ def test_update_moves_the_airflow_files_with_the_students_edits(template_dir: Pa
     assert DAG_TAGS in old_dag.read_text()
     old_dag.write_text(old_dag.read_text().replace(DAG_TAGS, STUDENT_TAGS))
     commit_all(project, "Tag my team's DAG")
+    capfd.readouterr()  # only what the update prints counts below
 
     run_update(project, defaults=True, overwrite=True, unsafe=True, quiet=True)
 
+    migration_said = capfd.readouterr().out.splitlines()
+    assert migration_said == [f"Your edits of {OLD_DAG} moved to {NEW_DAG}: merged"]
     assert not list(project.rglob("*.rej")), "the update left conflicts"
     for old, new in AIRFLOW_MOVES.items():
         assert not (project / old).exists(), old
