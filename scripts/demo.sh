@@ -11,7 +11,9 @@ if [ -e "$destination" ]; then
     echo "error: $destination already exists; choose another destination or remove it." >&2
     exit 1
 fi
-command -v uv >/dev/null || { echo "error: uv is needed: pip install uv" >&2; exit 1; }
+# uv: the one on PATH, else the pinned version, installed once in a per-user cache.
+uv="$(bash "$template/scripts/ensure-uv.sh")"
+PATH="$(dirname "$uv"):$PATH"  # PATH is exported: the commands below find this uv
 
 (cd "$template" && uv sync --quiet)
 "$template/.venv/bin/copier" copy --trust --defaults --vcs-ref HEAD "$template" "$destination"
