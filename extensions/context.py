@@ -23,4 +23,7 @@ class DerivedContext(ContextHook):
             )
             if wanted
         ]
+        # Seconds between a Prefect flow run's heartbeats (Prefect's minimum), named once for
+        # the native worker's config and the container's.
+        context["prefect_heartbeat_seconds"] = 30
         context["python_tag"] = "py" + str(context.get("python_version", "3.12")).replace(".", "")
