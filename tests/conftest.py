@@ -1,13 +1,15 @@
 """Fixtures of the template's tests.
 
 Rendering uses a plain-folder snapshot of the working tree, so tests see
-uncommitted changes. One virtual environment with the generated project's
-dependencies is built per test session (once across xdist workers, under a
-file lock) and shared by every test that runs project code.
+uncommitted changes. Each rendered project runs in the environment its own
+pyproject.toml and Python answer ask for: built once per distinct set of
+dependencies and Python version (across xdist workers, under a file lock) and
+shared by every project that asks for the same.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +17,14 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from helpers import ProjectEnv, create_project_env, render, shared_tmp, snapshot_template
-
-ENV_ANSWERS = {"orchestrator": "both", "include_notebooks": True}
+from helpers import (
+    ProjectEnv,
+    create_project_env,
+    environment_key,
+    render,
+    shared_tmp,
+    snapshot_template,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,16 +57,30 @@ def render_project(
 
 
 @pytest.fixture(scope="session")
-def project_env(
-    template_dir: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str
-) -> ProjectEnv:
+def project_env_for(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Callable[[Path], ProjectEnv]:
+    """The environment of a rendered project: its own dependencies, on its own Python."""
     shared = shared_tmp(tmp_path_factory, worker_id)
-    venv = shared / "project-env"
-    with FileLock(str(shared / "project-env.lock")):
-        if (venv / "ready").exists():
-            return ProjectEnv(venv)
-        project = render(template_dir, shared / "env-project", **ENV_ANSWERS)
-        return create_project_env(venv, project)
+
+    def _env_for(project: Path) -> ProjectEnv:
+        venv = shared / f"project-env-{environment_key(project)}"
+        with FileLock(f"{venv}.lock"):
+            return create_project_env(venv, project)
+
+    return _env_for
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under ``CI=true`` a skip is a failure: CI installs everything the tests need, so a
+    test that skips there checks nothing and must not count as passed."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped under CI=true, where nothing may skip: {reason}"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

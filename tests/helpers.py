@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -12,16 +15,19 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 import requests
 import yaml
 from copier import run_copy
 
 TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
+DEV_BIN = Path(sys.executable).parent  # the template's dev environment: ruff, uv, hadolint...
 DEFAULT_PACKAGE = "churn_mlops_workshop"
 # Python flags for the scripts students run: deprecations are errors, except the one MLflow
 # raises inside its own `log_model` (pandas' range deprecation), which is not ours to fix.
@@ -33,7 +39,47 @@ STRICT_WARNINGS = [
 ]
 EXPERIMENT = "churn-prediction"  # MLFLOW_EXPERIMENT_NAME's default in .env.example
 MODEL_NAME = "churn-classifier"  # MLFLOW_MODEL_NAME's default
+# The models a training run logs, one MLflow run each, by run name.
+CANDIDATES = ["gradient_boosting", "logistic_regression", "random_forest"]
 T = TypeVar("T")
+
+
+class Deadline:
+    """How long, in seconds, the end-to-end tests wait for each step: one value per step,
+    whichever module waits, sized for a loaded 2-core machine (CI runs the modules side by
+    side). Correctness never depends on them: a step done early ends the wait early."""
+
+    SERVER_UP = 600  # a server, or Dagster's code locations, loaded after a (re)start
+    DEPLOYED = 300  # a deploy script to its "Press Ctrl+C": imports, then the API's answers
+    SCHEDULE_LAUNCH = 180  # a one-minute schedule's run picked up: two ticks and a poll
+    SCHEDULED_RUN = 420  # a picked-up run ended: imports and training
+    NOTIFIED = 90  # a run's hook posted to the webhook, after the run's final state
+    STOPPED = 60  # a command stopped by Ctrl+C (or a server by SIGTERM)
+
+
+def copier_choices(question: str) -> list:
+    """The values ``question`` accepts, read from copier.yml: the tests' lists of
+    orchestrators or Python versions are never retyped, so a new choice is tested."""
+    questions = yaml.safe_load((TEMPLATE_ROOT / "copier.yml").read_text())
+    choices = questions[question]["choices"]
+    return list(choices.values()) if isinstance(choices, dict) else list(choices)
+
+
+def copier_default(question: str) -> object:
+    """The default answer of ``question`` in copier.yml (a plain value, not a template)."""
+    return yaml.safe_load((TEMPLATE_ROOT / "copier.yml").read_text())[question]["default"]
+
+
+class Facts(dict):
+    """What a story's earlier steps found, for the later steps that build on it.
+
+    A step that needs a fact no earlier step recorded (run alone with ``-k``, or after the
+    step that records it failed) is skipped with that reason, not failed with a KeyError;
+    under ``CI=true``, where the whole story runs, conftest turns the skip into a failure.
+    """
+
+    def __missing__(self, key: str) -> object:
+        pytest.skip(f"needs {key!r}, which an earlier step of this story records: run it whole")
 
 
 def snapshot_template(destination: Path) -> Path:
@@ -101,7 +147,9 @@ def wait_until(
 ) -> T:
     """Poll ``condition`` until it returns something truthy; at the deadline fail with ``message``.
 
-    Returns the truthy value, so a test can wait for a thing and use it.
+    Returns the truthy value, so a test can wait for a thing and use it. An error the
+    condition raises (a server still starting) is polled past and named at the deadline;
+    a failed assertion is a wrong answer, not a slow one, and fails at once.
     """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -109,10 +157,30 @@ def wait_until(
         try:
             if result := condition():
                 return result
+        except AssertionError:
+            raise
         except Exception as error:  # noqa: BLE001 - keep polling, report the last one
             last_error = error
         time.sleep(interval)
     raise AssertionError(f"{message} (waited {timeout:.0f} s; last error: {last_error!r})")
+
+
+def wait_for_output(
+    process: subprocess.Popen, log: Path, text: str, timeout: float, what: str
+) -> None:
+    """Wait until a background command prints ``text`` in its ``log`` (a deploy script's
+    "Press Ctrl+C"); a command that exits first fails at once, with the end of its log."""
+
+    def printed() -> bool:
+        output = log.read_text(errors="replace") if log.exists() else ""
+        if text in output:
+            return True
+        assert process.poll() is None, (
+            f"{what}: exited {process.returncode} before printing {text!r}:\n{output[-3000:]}"
+        )
+        return False
+
+    wait_until(printed, timeout, f"{what}: {text!r} not printed; see {log}")
 
 
 def http_ok(url: str) -> bool:
@@ -123,10 +191,11 @@ def http_ok(url: str) -> bool:
 
 
 class ProjectEnv:
-    """One virtual environment with the rendered project's dependencies, shared by tests.
+    """A virtual environment with a rendered project's dependencies, shared by the tests of
+    every project that declares the same ones (see ``environment_key``).
 
-    The project's code is not installed: commands run with ``PYTHONPATH=src``
-    from the project's folder, so every rendered project can use the same env.
+    The project's code is not installed: commands run with ``PYTHONPATH=src`` from the
+    project's folder, so projects with other names can share it.
     """
 
     def __init__(self, venv: Path):
@@ -166,12 +235,17 @@ class ProjectEnv:
             text=True,
             timeout=timeout,
         )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(map(str, args))} exited {result.returncode}\n"
-                f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
-            )
-        return result
+        return succeeded(result) if check else result
+
+
+def succeeded(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """The command exited 0; else fail showing the command and the end of its output."""
+    command = result.args if isinstance(result.args, str) else " ".join(map(str, result.args))
+    assert result.returncode == 0, (
+        f"{command}\nexited {result.returncode}\n--- stdout ---\n{result.stdout[-4000:]}"
+        f"\n--- stderr ---\n{result.stderr[-4000:]}"
+    )
+    return result
 
 
 def answered_python(project: Path) -> str:
@@ -190,6 +264,26 @@ def python_interpreter(version: str) -> str:
     found = root.glob(f"versions/{version}.*/bin/python{version}")
     newest = max(found, key=lambda path: int(path.parts[-3].split(".")[2]), default=None)
     return str(newest) if newest else version
+
+
+def environment_key(project: Path) -> str:
+    """What makes two rendered projects' environments the same: the dependencies their own
+    pyproject.toml declares and the Python their answers name (not their names)."""
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    wanted = {
+        "python": answered_python(project),
+        "dependencies": pyproject["project"]["dependencies"],
+        "extras": pyproject["project"].get("optional-dependencies", {}),
+        "groups": pyproject.get("dependency-groups", {}),
+    }
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prefect_heartbeat_seconds(project: Path) -> int:
+    """PREFECT_HEARTBEAT_SECONDS of the rendered config: the automation that deploying
+    creates marks a run Crashed once its heartbeats have stopped for three of them."""
+    config = next((project / "src").glob("*/config.py")).read_text()
+    return int(re.search(r"^PREFECT_HEARTBEAT_SECONDS = (\d+)$", config, re.M)[1])
 
 
 def create_project_env(venv: Path, project: Path, dev_group: bool = True) -> ProjectEnv:
@@ -288,7 +382,7 @@ class DevStack:
 
 def uv_executable() -> str:
     """The uv of the template's dev environment (never a pyenv shim)."""
-    beside = Path(sys.executable).parent / "uv"
+    beside = DEV_BIN / "uv"
     return str(beside) if beside.exists() else shutil.which("uv") or "uv"
 
 
@@ -349,27 +443,56 @@ def places_holding(folder: Path, secret: str) -> list[str]:
     )
 
 
+def csv_without_column(source: Path, destination: Path, column: str) -> Path:
+    """A copy of a CSV file without one of its columns: a student's data file gone wrong."""
+    with source.open(newline="") as infile, destination.open("w", newline="") as outfile:
+        reader = csv.DictReader(infile)
+        columns = [name for name in reader.fieldnames or [] if name != column]
+        writer = csv.DictWriter(outfile, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(reader)
+    return destination
+
+
 def mlflow_api(tracking_uri: str, path: str, **params: str) -> requests.Response:
     """GET on MLflow's REST API, as the UI reads it."""
     return requests.get(f"{tracking_uri}/api/2.0/mlflow/{path}", params=params, timeout=10)
 
 
-def mlflow_runs_tagged(tracking_uri: str, tag: str, value: str) -> list[dict]:
-    """The runs of the project's experiment whose ``tag`` is ``value`` (none if no experiment)."""
-    found = mlflow_api(tracking_uri, "experiments/get-by-name", experiment_name=EXPERIMENT)
+def mlflow_search_runs(tracking_uri: str, experiment: str, filter_string: str = "") -> list[dict]:
+    """The runs of ``experiment`` that match ``filter_string``, newest first (none before
+    the experiment exists: nothing was ever logged)."""
+    found = mlflow_api(tracking_uri, "experiments/get-by-name", experiment_name=experiment)
     if found.status_code == 404:
-        return []  # nothing was ever logged
+        return []
     found.raise_for_status()
     response = requests.post(
         f"{tracking_uri}/api/2.0/mlflow/runs/search",
         json={
             "experiment_ids": [found.json()["experiment"]["experiment_id"]],
-            "filter": f"tags.{tag} = '{value}'",
+            "filter": filter_string,
         },
         timeout=10,
     )
     response.raise_for_status()
     return response.json().get("runs", [])
+
+
+def mlflow_runs_tagged(tracking_uri: str, tag: str, value: str) -> list[dict]:
+    """The runs of the project's experiment whose ``tag`` is ``value``."""
+    return mlflow_search_runs(tracking_uri, EXPERIMENT, f"tags.{tag} = '{value}'")
+
+
+def trained_candidates(tracking_uri: str, tag: str, value: str) -> list[str]:
+    """The candidates a training run logged, by name: its FINISHED MLflow runs, sorted.
+
+    Compare with ``CANDIDATES``. A task that failed and was retried (the workshop teaches
+    retries) leaves its attempt FAILED beside the finished one; any other status fails.
+    """
+    runs = mlflow_runs_tagged(tracking_uri, tag, value)
+    statuses = {run["info"]["status"] for run in runs}
+    assert statuses <= {"FINISHED", "FAILED"}, f"runs tagged {tag}={value}: {statuses}"
+    return sorted(run["info"]["run_name"] for run in runs if run["info"]["status"] == "FINISHED")
 
 
 def run_metrics(run: dict) -> dict[str, float]:
@@ -388,17 +511,28 @@ def shared_tmp(tmp_path_factory, worker_id: str) -> Path:
     return base if worker_id == "master" else base.parent
 
 
-def prefect_post(url: str, body: dict, deadline: float = 120) -> requests.Response:
-    """POST to a Prefect server's API, retrying "503 Service Unavailable" as Prefect's own
+def prefect_call(method: str, url: str, deadline: float = 120, **kwargs) -> requests.Response:
+    """A call to a Prefect server's API, retrying "503 Service Unavailable" as Prefect's own
     client does: the server answers 503 while its SQLite database is busy (a loaded machine).
+    Any other error status raises, so that an error body is never read as data.
     """
     give_up = time.monotonic() + deadline
-    response = requests.post(url, json=body, timeout=30)  # a server that is down raises here
+    response = requests.request(method, url, timeout=30, **kwargs)  # a server down raises here
     while response.status_code == 503 and time.monotonic() < give_up:
         time.sleep(2)
-        response = requests.post(url, json=body, timeout=30)
+        response = requests.request(method, url, timeout=30, **kwargs)
     response.raise_for_status()
     return response
+
+
+def prefect_get(url: str) -> dict | list:
+    """GET on a Prefect server's API: the JSON it answers."""
+    return prefect_call("GET", url).json()
+
+
+def prefect_post(url: str, body: dict) -> requests.Response:
+    """POST a JSON body to a Prefect server's API."""
+    return prefect_call("POST", url, json=body)
 
 
 def prefect_flow_runs(api_url: str, flow_name: str, **filters: object) -> list[dict]:
@@ -415,6 +549,7 @@ def prefect_scheduled_runs(api_url: str, flow_name: str, deployment_id: str) -> 
 
 
 PREFECT_FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+DAGSTER_FINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def scheduled_prefect_run(
@@ -462,6 +597,10 @@ query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
 """
 
 
+class DagsterQueryError(RuntimeError):
+    """The GraphQL API answered with errors instead of data."""
+
+
 def dagster_graphql(url: str, query: str, **variables: object) -> dict:
     """A query to the Dagster webserver's GraphQL API, as its UI sends them."""
     response = requests.post(
@@ -469,7 +608,8 @@ def dagster_graphql(url: str, query: str, **variables: object) -> dict:
     )
     response.raise_for_status()
     body = response.json()
-    assert "errors" not in body, body["errors"]
+    if "errors" in body:  # a code location still loading: worth polling past
+        raise DagsterQueryError(body["errors"])
     return body["data"]
 
 
@@ -492,8 +632,9 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 
     MLflow's own INFO lines (an experiment created) may come before it.
     """
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
     return errors[0]

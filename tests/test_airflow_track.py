@@ -30,14 +30,15 @@ from filelock import FileLock
 from helpers import (
     DEFAULT_PACKAGE,
     DevStack,
-    ProjectEnv,
     answered_python,
     champion_version,
+    copier_default,
     make_commands,
     mlflow_runs_tagged,
     render,
     shared_tmp,
     stack_env,
+    succeeded,
     uv_executable,
 )
 
@@ -56,7 +57,9 @@ PARSE = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(sys.argv[1])
+dag = bag.dags.get("churn_training")
 print(json.dumps({
+    "schedule": dag.timetable.serialize() if dag else None,
     "dags": sorted(bag.dag_ids),
     "errors": bag.import_errors,
     "warnings": {path: list(found) for path, found in bag.captured_warnings.items()},
@@ -67,7 +70,7 @@ print(json.dumps({
             "mapped": task.is_mapped,
             "upstream": sorted(task.upstream_task_ids),
         }
-        for task in bag.dags["churn_training"].tasks
+        for task in (dag.tasks if dag else [])
     },
 }))
 """
@@ -122,10 +125,7 @@ def run_step(command: str, cwd: Path, env: dict[str, str]) -> tuple[float, str]:
         ["/bin/sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )
     seconds = time.monotonic() - start
-    assert result.returncode == 0, (
-        f"{command}\nexited {result.returncode}\n--- stdout ---\n{result.stdout[-4000:]}"
-        f"\n--- stderr ---\n{result.stderr[-4000:]}"
-    )
+    succeeded(result)
     return seconds, result.stdout + result.stderr
 
 
@@ -138,8 +138,7 @@ def airflow_python(project: AirflowProject, code: str, *args: str) -> str:
         text=True,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout.splitlines()[-1]  # Airflow may log on stdout before the answer
+    return succeeded(result).stdout.splitlines()[-1]  # Airflow may log on stdout before the answer
 
 
 # --- Fixtures ------------------------------------------------------------------------
@@ -174,12 +173,13 @@ def airflow_project(
 @pytest.fixture(scope="module")
 def dag_run(
     airflow_project: AirflowProject,
-    project_env: ProjectEnv,
+    project_env_for,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DagRun]:
     """`make data`, MLflow as `make dev --only mlflow` starts it, then `make airflow-test`'s
     commands: the first (.env) in the project, `airflow dags test` from another folder."""
     project = airflow_project.path
+    project_env = project_env_for(project)
     env = stack_env()
     project_env.run(["make", "data"], project)
     with DevStack(project_env, project, only=["mlflow"], **env):
@@ -223,6 +223,10 @@ def test_dag_parses_without_errors_or_warnings(airflow_project: AirflowProject):
     assert parsed["dags"] == [DAG_ID]
     assert parsed["errors"] == {}
     assert parsed["warnings"] == {}
+    # The answers' cron and time zone (Europe/Paris here): the timetable Airflow built.
+    schedule = parsed["schedule"]
+    expected = (copier_default("schedule_cron"), ANSWERS["schedule_timezone"])
+    assert (schedule["expression"], schedule["timezone"]) == expected
     tasks = parsed["tasks"]
     assert tasks["prepare_split"]["setup"] and tasks["remove_split"]["teardown"]
     assert set(tasks["remove_split"]["upstream"]) == {"prepare_split", "promote_best"}

@@ -13,7 +13,6 @@ success and failure notifications arrive in the service's format.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import re
 import time
@@ -24,12 +23,17 @@ from pathlib import Path
 import pytest
 
 from helpers import (
+    CANDIDATES,
+    DAGSTER_FINAL_STATUSES,
     DEFAULT_PACKAGE,
     STRICT_WARNINGS,
+    Deadline,
     DevStack,
+    Facts,
     ProjectEnv,
     WebhookRecorder,
     champion_version,
+    csv_without_column,
     dagster_graphql,
     dagster_runs,
     mlflow_runs_tagged,
@@ -37,6 +41,7 @@ from helpers import (
     places_holding,
     record_fault,
     stack_env,
+    trained_candidates,
     wait_until,
 )
 
@@ -52,9 +57,6 @@ CHECKS = ["has_expected_columns", "target_has_no_missing_values", "churn_rate_is
 WORKSHOP = "pipelines/workshop/dagster/Dagster_Workshop.py"
 PIPELINE = "pipelines/examples/Dagster_ML_Pipeline.py"
 TARGET = "churned"
-LAUNCH_DEADLINE = 150  # s from turning the schedule on to its first run: two one-minute ticks
-RUN_DEADLINE = 300  # s for that run to succeed, imports and training on a busy 2-core machine
-FINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
 # The `dagster` render only: the `both` render has the same Dagster files, and its stack,
 # with every server at once, runs in test_monitoring_track.py and in the Docker test.
@@ -71,7 +73,7 @@ class DagsterProject:
     dagster_url: str
     mlflow_url: str
     schedule_started_at: float | None = None
-    facts: dict[str, str] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
     stack: DevStack | None = None  # its `make dev`
 
     def graphql(self, query: str, **variables: object) -> dict:
@@ -198,22 +200,14 @@ def sensors_initialized(project: DagsterProject) -> bool:
     return {s["name"] for s in sensors if s["sensorState"]["ticks"]} == SENSORS
 
 
-def write_data_without_target(source: Path, destination: Path) -> None:
-    with source.open(newline="") as infile, destination.open("w", newline="") as outfile:
-        reader = csv.DictReader(infile)
-        columns = [column for column in reader.fieldnames if column != TARGET]
-        writer = csv.DictWriter(outfile, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(reader)
-
-
-def prepare_project(render_project, project_env: ProjectEnv) -> DagsterProject:
+def prepare_project(render_project, project_env_for) -> DagsterProject:
     project = render_project("dagster", **ANSWERS)
+    project_env = project_env_for(project)
     project_env.run(
         [str(project_env.python), "-m", DEFAULT_PACKAGE, "generate-data", "--rows", "2000"],
         project,
     )
-    write_data_without_target(project / "data/customer_data.csv", project / "data/no_target.csv")
+    csv_without_column(project / "data/customer_data.csv", project / "data/no_target.csv", TARGET)
     webhook = WebhookRecorder()
     servers = stack_env("dagster")
     environment = {**servers, "DISCORD_WEBHOOK_URL": webhook.url}
@@ -246,13 +240,13 @@ def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
     project.stack = stack.__enter__()
     cleanup.callback(stop_schedule_and_runs, project)
     # The code servers load both code locations first: minutes on a loaded 2-core machine.
-    wait_until(lambda: sensors_initialized(project), 600, "the sensors never ticked")
+    wait_until(lambda: sensors_initialized(project), Deadline.SERVER_UP, "the sensors never ticked")
 
 
 @pytest.fixture(scope="module")
-def dagster_project(render_project, project_env) -> Iterator[DagsterProject]:
+def dagster_project(render_project, project_env_for) -> Iterator[DagsterProject]:
     """The project's `make dev`, started once for the module."""
-    project = prepare_project(render_project, project_env)
+    project = prepare_project(render_project, project_env_for)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(project.webhook.close)
         start_stack(project, cleanup)
@@ -308,12 +302,8 @@ def test_cli_materializes_all_assets_checks_pass_and_mlflow_gets_runs(
     for check in CHECKS:
         execution = dagster_project.check_evaluation(check, run["runId"])
         assert execution and execution["status"] == "SUCCEEDED", (check, execution)
-    logged = dagster_project.mlflow_runs(run["runId"])
-    assert sorted(r["info"]["run_name"] for r in logged) == [
-        "gradient_boosting",
-        "logistic_regression",
-        "random_forest",
-    ]
+    logged = trained_candidates(dagster_project.mlflow_url, "dagster_run_id", run["runId"])
+    assert logged == CANDIDATES
     alias = champion_version(dagster_project.mlflow_url)
     assert alias.status_code == 200, alias.text
     dagster_project.facts["cli_run"] = run["runId"]
@@ -380,7 +370,7 @@ def test_failure_notification_names_the_problem(dagster_project: DagsterProject)
     run_id = dagster_project.facts["failed_run"]
     text = wait_until(
         lambda: dagster_project.notification_about(run_id, "❌"),
-        90,
+        Deadline.NOTIFIED,
         f"no failure notification for run {run_id}: {dagster_project.webhook.payloads}",
     )
     assert "failed" in text
@@ -391,30 +381,33 @@ def test_scheduled_run_succeeds_by_itself_and_lands_in_mlflow(
     dagster_project: DagsterProject,
 ) -> None:
     assert dagster_project.schedule_started_at is not None, "the schedule was never turned on"
-    remaining = LAUNCH_DEADLINE - (time.monotonic() - dagster_project.schedule_started_at)
+    # The launch deadline runs from when the schedule was turned on (other tests ran since),
+    # and still leaves the daemon one more tick.
+    since_on = time.monotonic() - dagster_project.schedule_started_at
+    launch_within = max(Deadline.SCHEDULE_LAUNCH - since_on, 60)
 
     def scheduled_runs() -> list[dict]:
         return dagster_project.runs("dagster/schedule_name", SCHEDULE)
 
     def finished(run_id: str) -> dict | None:
         run = next((r for r in scheduled_runs() if r["runId"] == run_id), None)
-        return run if run and run["status"] in FINAL_STATUSES else None
+        return run if run and run["status"] in DAGSTER_FINAL_STATUSES else None
 
     first = wait_until(
         lambda: next(reversed(scheduled_runs()), None),  # the oldest: runs come newest first
-        max(remaining, 1),
-        f"{SCHEDULE} launched no run within {LAUNCH_DEADLINE} s of being turned on",
+        launch_within,
+        f"{SCHEDULE} launched no run in the {since_on + launch_within:.0f} s since it was on",
         interval=2,
     )
     # Off again once it has fired: a run a minute would queue up behind the ones still
     # training on a busy machine and slow everything else down.
     dagster_project.graphql(RESET_SCHEDULE, selector=SCHEDULE_SELECTOR)
     run = wait_until(
-        lambda: finished(first["runId"]), RUN_DEADLINE, "the scheduled run never finished"
+        lambda: finished(first["runId"]), Deadline.SCHEDULED_RUN, "the scheduled run never finished"
     )
     assert run["status"] == "SUCCESS", run
     run_id = run["runId"]
-    assert len(dagster_project.mlflow_runs(run_id)) == 3
+    assert trained_candidates(dagster_project.mlflow_url, "dagster_run_id", run_id) == CANDIDATES
     dagster_project.facts["scheduled_run"] = run_id
 
 
@@ -422,16 +415,11 @@ def test_success_notifications_arrive_in_the_service_format(
     dagster_project: DagsterProject,
 ) -> None:
     """For the scheduled run, and for the CLI run (which belongs to no code location)."""
-    run_ids = [
-        dagster_project.facts[name]
-        for name in ("scheduled_run", "cli_run")
-        if name in dagster_project.facts
-    ]
-    assert "scheduled_run" in dagster_project.facts, "no scheduled run succeeded"
+    run_ids = [dagster_project.facts["scheduled_run"], dagster_project.facts["cli_run"]]
     for run_id in run_ids:
         text = wait_until(
             lambda run_id=run_id: dagster_project.notification_about(run_id, "✅"),
-            90,
+            Deadline.NOTIFIED,
             f"no success notification for run {run_id}: {dagster_project.webhook.payloads}",
         )
         assert "succeeded" in text
@@ -476,10 +464,13 @@ def test_a_restart_keeps_the_schedule_runs_and_materializations(
     dagster_project.stack.__exit__(None, None, None)
     stopped = time.monotonic()
     dagster_project.stack.__enter__()
-    wait_until(lambda: locations_loaded(dagster_project), 120, "the UI lost its code locations")
+    message = "the UI lost its code locations"
+    wait_until(lambda: locations_loaded(dagster_project), Deadline.SERVER_UP, message)
     record_fault(record_property, "Dagster restarted", back_up_after=time.monotonic() - stopped)
     after = history(dagster_project)
     assert after["schedule"] == before["schedule"]
-    ended = {run: status for run, status in before["runs"].items() if status in FINAL_STATUSES}
+    ended = {
+        run: status for run, status in before["runs"].items() if status in DAGSTER_FINAL_STATUSES
+    }
     assert ended.items() <= after["runs"].items()
     assert before["best_model"] <= after["best_model"]

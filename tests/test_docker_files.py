@@ -13,18 +13,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
 
+from helpers import DEV_BIN, copier_choices
+
 pytestmark = pytest.mark.xdist_group("docker")
 
-BIN = Path(sys.executable).parent
 
-ORCHESTRATORS = ["prefect", "dagster", "both"]
-PYTHON_VERSIONS = ["3.11", "3.12", "3.13"]
+ORCHESTRATORS = copier_choices("orchestrator")
+PYTHON_VERSIONS = copier_choices("python_version")
 COMBINATIONS = list(itertools.product(ORCHESTRATORS, PYTHON_VERSIONS))
 IMAGE = "churn-mlops-workshop:latest"  # the default project's one image
 PREFECT_SERVICES = {"prefect-server", "prefect-worker"}
@@ -290,7 +290,7 @@ def test_compose_file_matches_the_compose_spec(projects, orchestrator: str) -> N
     compose_file = projects[orchestrator, "3.12"] / "docker-compose.yml"
     result = subprocess.run(
         [
-            str(BIN / "check-jsonschema"),
+            str(DEV_BIN / "check-jsonschema"),
             "--builtin-schema",
             "vendor.compose-spec",
             str(compose_file),
@@ -307,7 +307,7 @@ def test_dockerfiles_pass_hadolint(projects, orchestrator: str, python: str) -> 
     dockerfiles = sorted(project.glob("Dockerfile*"))
     assert [path.name for path in dockerfiles] == ["Dockerfile"], "one image for every service"
     result = subprocess.run(
-        [str(BIN / "hadolint"), *map(str, dockerfiles)], capture_output=True, text=True
+        [str(DEV_BIN / "hadolint"), *map(str, dockerfiles)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for path in dockerfiles:

@@ -31,10 +31,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("faults")]
 
 
 @pytest.fixture(scope="module")
-def project(render_project, project_env: ProjectEnv) -> Path:
+def project(render_project, project_env_for) -> Path:
     project = render_project("faults", orchestrator="prefect")
+    project_env = project_env_for(project)
     project_env.run([str(project_env.python), "generate_sample_data.py", "--rows", "500"], project)
     return project
+
+
+@pytest.fixture(scope="module")
+def project_env(project: Path, project_env_for) -> ProjectEnv:
+    return project_env_for(project)
 
 
 def mlflow_only(project_env: ProjectEnv, project: Path, port: int, **options: str) -> DevStack:
@@ -84,7 +90,7 @@ def test_make_dev_killed_hard_is_cleaned_up_by_the_next_one(project_env: Project
     assert not listening(port)
 
 
-def test_two_projects_on_one_machine_share_nothing(render_project, project_env: ProjectEnv):
+def test_two_projects_on_one_machine_share_nothing(render_project, project_env_for):
     """A teacher's copy and a student's, both running: each MLflow holds only its own runs."""
     cohorts = {
         name: render_project(name.lower().replace(" ", "-"), project_name=name)
@@ -92,7 +98,9 @@ def test_two_projects_on_one_machine_share_nothing(render_project, project_env: 
     }
     ports = {name: free_port() for name in cohorts}
     stacks = {
-        name: mlflow_only(project_env, project, ports[name], package=name.lower().replace(" ", "_"))
+        name: mlflow_only(
+            project_env_for(project), project, ports[name], package=name.lower().replace(" ", "_")
+        )
         for name, project in cohorts.items()
     }
     with stacks["Cohort A"], stacks["Cohort B"]:
@@ -122,11 +130,11 @@ BAD_DATA = {  # what a student's data file may look like, and the words that mus
 
 
 @pytest.fixture(scope="module")
-def tracking_uri(render_project, project_env: ProjectEnv) -> Iterator[str]:
+def tracking_uri(render_project, project_env_for) -> Iterator[str]:
     """One MLflow for the bad-data cases, in a project of its own (the others kill theirs)."""
     project = render_project("faults-data", orchestrator="prefect")
     port = free_port()
-    with mlflow_only(project_env, project, port):
+    with mlflow_only(project_env_for(project), project, port):
         yield f"http://127.0.0.1:{port}"
 
 

@@ -22,25 +22,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import requests
 
 from helpers import (
     DEFAULT_PACKAGE,
     EXPERIMENT,
     MODEL_NAME,
     PREFECT_FINAL_STATES,
+    Deadline,
     DevStack,
     ProjectEnv,
     WebhookRecorder,
     champion_version,
     listening,
     mlflow_api,
+    mlflow_search_runs,
     one_line_error,
     places_holding,
+    prefect_get,
+    prefect_heartbeat_seconds,
     prefect_post,
     prefect_scheduled_runs,
     record_fault,
     stack_env,
+    wait_for_output,
     wait_until,
 )
 
@@ -49,9 +53,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("faults-scheduled")]
 PIPELINE = "pipelines/examples/Prefect_ML_Pipeline.py"
 FLOW = "churn-training-pipeline"
 DEPLOYMENT = "scheduled-training"
-TICK_DEADLINE = 150  # s for the schedule to start a run: two one-minute ticks and a poll
-RUN_DEADLINE = 300  # s for a started run to end, on a busy 2-core machine
-HEARTBEAT_SECONDS = 30  # PREFECT_HEARTBEAT_SECONDS of the generated config
 
 
 @dataclass
@@ -87,7 +88,7 @@ def scheduled_runs(scene: Scene) -> list[dict]:
 
 
 def flow_run(scene: Scene, run_id: str) -> dict:
-    return requests.get(f"{scene.api}/flow_runs/{run_id}", timeout=10).json()
+    return prefect_get(f"{scene.api}/flow_runs/{run_id}")
 
 
 def ended(scene: Scene, run_id: str) -> dict | None:
@@ -100,15 +101,9 @@ def task_runs(scene: Scene, run_id: str) -> list[dict]:
     return prefect_post(f"{scene.api}/task_runs/filter", body).json()
 
 
-def mlflow_runs(scene: Scene, status: str | None = None) -> list[dict]:
-    found = mlflow_api(scene.mlflow, "experiments/get-by-name", experiment_name=EXPERIMENT)
-    if found.status_code == 404:
-        return []
-    body = {"experiment_ids": [found.json()["experiment"]["experiment_id"]]}
-    if status:
-        body["filter"] = f"attributes.status = '{status}'"
-    response = requests.post(f"{scene.mlflow}/api/2.0/mlflow/runs/search", json=body, timeout=10)
-    return response.json().get("runs", [])
+def mlflow_runs(scene: Scene, status: str) -> list[dict]:
+    """The project's MLflow runs in ``status`` (RUNNING, FINISHED, FAILED)."""
+    return mlflow_search_runs(scene.mlflow, EXPERIMENT, f"attributes.status = '{status}'")
 
 
 def tag(run: dict, key: str) -> str | None:
@@ -119,8 +114,9 @@ def tag(run: dict, key: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def scene(render_project, project_env: ProjectEnv) -> Iterator[Scene]:
+def scene(render_project, project_env_for) -> Iterator[Scene]:
     project = render_project("faults-scheduled", orchestrator="prefect", notifications="discord")
+    project_env = project_env_for(project)
     project_env.run([str(project_env.python), "generate_sample_data.py"], project)
     webhook = WebhookRecorder()
     env = {
@@ -143,9 +139,9 @@ def scene(render_project, project_env: ProjectEnv) -> Iterator[Scene]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(lambda: "Press Ctrl+C" in deploy_log.read_text(), 120, f"see {deploy_log}")
+        wait_for_output(deploy, deploy_log, "Press Ctrl+C", Deadline.DEPLOYED, "deploy")
         url = f"{scene.api}/deployments/name/{FLOW}/{DEPLOYMENT}"
-        scene.deployment_id = requests.get(url, timeout=10).json()["id"]
+        scene.deployment_id = prefect_get(url)["id"]
         yield scene
     finally:
         if deploy and deploy.poll() is None:
@@ -171,7 +167,7 @@ def mlflow_killed(scene: Scene) -> KilledMlflow:
     """Wait for a scheduled run to log its first model, then kill `make mlflow` and its server."""
     logging_run = wait_until(
         lambda: mlflow_runs(scene, "RUNNING"),
-        TICK_DEADLINE + RUN_DEADLINE,
+        Deadline.SCHEDULE_LAUNCH + Deadline.SCHEDULED_RUN,
         "no scheduled run ever logged to MLflow",
         interval=0.2,
     )[0]
@@ -183,7 +179,8 @@ def mlflow_killed(scene: Scene) -> KilledMlflow:
     os.kill(terminal.process.pid, signal.SIGKILL)
     os.killpg(server, signal.SIGKILL)
     injected = time.monotonic()
-    wait_until(lambda: ended(scene, run_id), RUN_DEADLINE, f"flow run {run_id} never ended")
+    message = f"flow run {run_id} never ended"
+    wait_until(lambda: ended(scene, run_id), Deadline.SCHEDULED_RUN, message)
     return KilledMlflow(run_id, injected, time.monotonic())
 
 
@@ -209,9 +206,14 @@ def test_the_other_terminal_carries_on(scene: Scene, mlflow_killed):
 
 
 def test_the_failure_is_notified_with_the_server_named(scene: Scene, mlflow_killed: KilledMlflow):
+    """Prefect's failure hook posts after the run's FAILED state: the message is waited for."""
     run = flow_run(scene, mlflow_killed.run_id)
-    contents = [payload["content"] for payload in scene.webhook.payloads]
-    failure = next(c for c in contents if run["name"] in c)
+
+    def failure_message() -> str | None:
+        contents = [payload["content"] for payload in scene.webhook.payloads]
+        return next((content for content in contents if run["name"] in content), None)
+
+    failure = wait_until(failure_message, Deadline.NOTIFIED, f"no message about {run['name']}")
     assert failure.startswith("❌") and f"{FLOW} failed" in failure
     assert f"MLflow tracking server at {scene.mlflow} is not reachable" in failure
 
@@ -240,7 +242,7 @@ def restarted(scene: Scene, mlflow_killed: KilledMlflow) -> Restart:
     scene.open_terminal("mlflow", "mlflow")
     scene.open_terminal("prefect", "prefect-server", "prefect-worker")
     back, back_at = time.monotonic(), datetime.now(UTC)
-    deployment = requests.get(f"{scene.api}/deployments/{scene.deployment_id}", timeout=10).json()
+    deployment = prefect_get(f"{scene.api}/deployments/{scene.deployment_id}")
     after = {run["id"]: run["state"]["type"] for run in scheduled_runs(scene)}
 
     def completed_after_restart() -> dict | None:
@@ -256,7 +258,9 @@ def restarted(scene: Scene, mlflow_killed: KilledMlflow) -> Restart:
         )
 
     run = wait_until(
-        completed_after_restart, TICK_DEADLINE + RUN_DEADLINE, "no scheduled run after restart"
+        completed_after_restart,
+        Deadline.SCHEDULE_LAUNCH + Deadline.SCHEDULED_RUN,
+        "no scheduled run after restart",
     )
     recovered = time.monotonic() - mlflow_killed.injected
     return Restart(before, after, deployment, back, back - stopped, run, recovered)
@@ -362,13 +366,15 @@ def worker_killed(scene: Scene, restarted: Restart) -> KilledWorker:
             None,
         )
 
-    run = wait_until(running_run, TICK_DEADLINE + 120, "no scheduled run to kill", interval=0.5)
+    message = "no scheduled run to kill"
+    run = wait_until(running_run, Deadline.SCHEDULE_LAUNCH + 120, message, interval=0.5)
     worker = scene.terminals["prefect"].server_pids()[1]
     for pid in [worker, *descendants(worker)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     injected = time.monotonic()
-    crashed_deadline = 3 * HEARTBEAT_SECONDS + 120  # the automation's window, and its checks
+    # The automation's window (three missed heartbeats), and its checks.
+    crashed_deadline = 3 * prefect_heartbeat_seconds(scene.project) + 120
     wait_until(lambda: ended(scene, run["id"]), crashed_deadline, "the killed run stayed Running")
     crashed = time.monotonic()
 
@@ -383,7 +389,8 @@ def worker_killed(scene: Scene, restarted: Restart) -> KilledWorker:
             None,
         )
 
-    wait_until(completed_later, TICK_DEADLINE + RUN_DEADLINE, "no tick ran after the kill")
+    deadline = Deadline.SCHEDULE_LAUNCH + Deadline.SCHEDULED_RUN
+    wait_until(completed_later, deadline, "no tick ran after the kill")
     return KilledWorker(run["id"], injected, crashed, time.monotonic())
 
 
@@ -415,16 +422,17 @@ def test_a_cron_prefect_refuses_is_named_and_changes_nothing(scene: Scene, resta
         **{**scene.env, "SCHEDULE_CRON": "61 * * * *"},
     )
     assert "SCHEDULE_CRON='61 * * * *' is not a cron expression" in one_line_error(result)
-    deployment = requests.get(f"{scene.api}/deployments/{scene.deployment_id}", timeout=10).json()
+    deployment = prefect_get(f"{scene.api}/deployments/{scene.deployment_id}")
     assert deployment["schedules"][0]["schedule"]["cron"] == "* * * * *"
 
 
 def test_each_tick_ran_once(scene: Scene, worker_killed):
     """Through kills and restarts: one flow run per scheduled time, and no flow run that
-    trained twice (three candidates each at most in MLflow)."""
+    trained twice (three finished candidates each at most in MLflow; a retried task's
+    failed attempt does not count)."""
     starts = [run["expected_start_time"] for run in scheduled_runs(scene)]
     assert len(starts) == len(set(starts)), starts
-    trained = Counter(tag(run, "prefect_flow_run_id") for run in mlflow_runs(scene))
+    trained = Counter(tag(run, "prefect_flow_run_id") for run in mlflow_runs(scene, "FINISHED"))
     assert trained and max(trained.values()) <= 3, trained
 
 

@@ -29,8 +29,10 @@ from helpers import (
     EXPERIMENT,
     DevStack,
     ProjectEnv,
+    csv_without_column,
     free_port,
     http_ok,
+    listening,
     wait_until,
 )
 
@@ -82,12 +84,19 @@ def quiet_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def project(render_project, project_env: ProjectEnv) -> Path:
+def project(render_project, project_env_for) -> Path:
     project = render_project("mlflow-track", include_solutions=True)  # the teacher's copy
+    project_env = project_env_for(project)
     project_env.run(
         [str(project_env.python), "generate_sample_data.py", "--rows", str(DATA_ROWS)], project
     )
     return project
+
+
+@pytest.fixture(scope="module")
+def project_env(project: Path, project_env_for) -> ProjectEnv:
+    """The default project's own environment (both orchestrators, the notebooks)."""
+    return project_env_for(project)
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +290,8 @@ class Served:
     status: int
     body: dict
     log: str
-    stopped: bool
+    exit_code: int  # the CLI's, after Ctrl+C
+    port_taken_after_exit: bool  # whether anything still listened on the model's port
 
 
 def cli(
@@ -297,17 +307,6 @@ def cli(
         text=True,
         start_new_session=True,
     )
-
-
-def write_without_tenure(project: Path) -> Path:
-    rows = read_csv(project / "data" / "customer_data.csv")[:5]
-    incomplete = project / "no_tenure.csv"
-    with incomplete.open("w", newline="") as handle:
-        columns = [name for name in rows[0] if name != "tenure_months"]
-        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return incomplete
 
 
 def number_or_text(value: str) -> int | float | str:
@@ -369,7 +368,8 @@ def commands(
     model server is called over HTTP, then stopped with Ctrl+C.
     """
     unreachable = f"http://127.0.0.1:{free_port()}"
-    missing = write_without_tenure(project)
+    data = project / "data" / "customer_data.csv"
+    missing = csv_without_column(data, project / "no_tenure.csv", "tenure_months")
     port = quiet_port()
     log = project / ".workshop" / "serve-model.log"
     server = cli(project_env, project, ["serve-model", "--port", str(port)], tracking_uri, log)
@@ -390,13 +390,13 @@ def commands(
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGINT)  # Ctrl+C
         stop_or_explain(server, log)
-    # The CLI stopped the uvicorn it started: nothing answers on the port any more.
-    stopped = wait_until(lambda: not http_ok(f"http://127.0.0.1:{port}/ping"), 30, "still up")
+    # What the student sees once the CLI has returned: did it stop the uvicorn it started?
+    port_taken = listening(port)
     outcomes = {}
     for name, process in one_shots.items():
         stdout, stderr = process.communicate(timeout=600)
         outcomes[name] = Outcome(process.returncode, stdout, stderr, runs[name][1])
-    return outcomes, Served(status, body, log.read_text(), stopped)
+    return outcomes, Served(status, body, log.read_text(), server.returncode, port_taken)
 
 
 def test_serve_model_answers_over_http(commands: tuple[dict[str, Outcome], Served]):
@@ -404,7 +404,8 @@ def test_serve_model_answers_over_http(commands: tuple[dict[str, Outcome], Serve
     assert served.status == 200, served.body
     predictions = served.body["predictions"]
     assert len(predictions) == 3 and set(predictions) <= {0, 1}
-    assert served.stopped
+    assert served.exit_code == 0, served.log  # Ctrl+C is how a student stops it
+    assert not served.port_taken_after_exit, "the model server outlived serve-model's Ctrl+C"
 
 
 def test_batch_predict_writes_a_predictions_file(

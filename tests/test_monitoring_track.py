@@ -28,23 +28,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
 from helpers import (
+    CANDIDATES,
+    DAGSTER_FINAL_STATUSES,
     DEFAULT_PACKAGE,
+    PREFECT_FINAL_STATES,
     STRICT_WARNINGS,
+    Deadline,
     DevStack,
+    Facts,
     ProjectEnv,
     WebhookRecorder,
     champion_version,
+    csv_without_column,
     dagster_graphql,
     dagster_runs,
     mlflow_api,
-    mlflow_runs_tagged,
+    mlflow_search_runs,
+    one_line_error,
     prefect_flow_runs,
+    prefect_get,
     prefect_post,
     run_metrics,
     stack_env,
+    trained_candidates,
+    wait_for_output,
     wait_until,
 )
 
@@ -57,9 +66,6 @@ MONITORING_FLOW = "churn-batch-monitoring"
 TRAINING_FLOW = "churn-training-pipeline"
 SHIFTED = ["tenure_months", "monthly_charges", "total_charges", "contract_type"]
 UNTOUCHED = ["age", "support_tickets", "monthly_usage_gb", "payment_method", "internet_service"]
-FINAL_PREFECT_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-FINAL_DAGSTER_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
-RUN_DEADLINE = 300  # s for a run (imports, scoring or training) on a busy 2-core machine
 
 
 @dataclass
@@ -69,7 +75,7 @@ class Stack:
     environ: dict[str, str]
     webhook: WebhookRecorder
     batches: Path
-    facts: dict[str, object] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
 
     @property
     def mlflow(self) -> str:
@@ -105,8 +111,9 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(render_project, project_env: ProjectEnv) -> Iterator[Stack]:
+def stack(render_project, project_env_for) -> Iterator[Stack]:
     project = render_project("monitoring", orchestrator="both", notifications="discord")
+    project_env = project_env_for(project)
     webhook = WebhookRecorder()
     environ = {
         **stack_env("prefect", "dagster"),
@@ -125,21 +132,7 @@ def stack(render_project, project_env: ProjectEnv) -> Iterator[Stack]:
 
 def search_monitoring_runs(stack: Stack, filter_string: str = "") -> list[dict]:
     """Runs of the monitoring experiment, newest first (none before it exists)."""
-    found = mlflow_api(
-        stack.mlflow, "experiments/get-by-name", experiment_name=MONITORING_EXPERIMENT
-    )
-    if found.status_code == 404:
-        return []
-    response = requests.post(
-        f"{stack.mlflow}/api/2.0/mlflow/runs/search",
-        json={
-            "experiment_ids": [found.json()["experiment"]["experiment_id"]],
-            "filter": filter_string,
-        },
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json().get("runs", [])
+    return mlflow_search_runs(stack.mlflow, MONITORING_EXPERIMENT, filter_string)
 
 
 def monitoring_runs(stack: Stack, batch: Path) -> list[dict]:
@@ -157,31 +150,11 @@ def artifacts_of(stack: Stack, run: dict) -> set[str]:
     return {entry["path"] for entry in listed.json().get("files", [])}
 
 
-def one_line_failure(result: subprocess.CompletedProcess, expected: str) -> str:
-    """The command failed with one ``error:`` line naming the problem, and no traceback."""
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "Traceback" not in output, output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and expected in errors[0], result.stderr
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
-    return errors[0]
-
-
 def assert_failed_run_says(stack: Stack, batch: Path, expected: str) -> dict:
     [run] = monitoring_runs(stack, batch)
     assert run["info"]["status"] == "FAILED", run["info"]
     assert expected in tags_of(run)["error"], tags_of(run)
     return run
-
-
-def write_batch_without(source: Path, destination: Path, column: str) -> Path:
-    lines = source.read_text().splitlines()
-    header = lines[0].split(",")
-    keep = [index for index, name in enumerate(header) if name != column]
-    rows = [",".join(line.split(",")[index] for index in keep) for line in lines]
-    destination.write_text("\n".join(rows) + "\n")
-    return destination
 
 
 # --- Bad input: `make monitor`, before any model is registered -------------------------
@@ -194,7 +167,7 @@ def bad_input(stack: Stack) -> dict[str, tuple[Path, subprocess.CompletedProcess
     bad.mkdir()
     empty = bad / "empty.csv"
     empty.write_text("")
-    cut = write_batch_without(clean, bad / "no_tenure.csv", "tenure_months")
+    cut = csv_without_column(clean, bad / "no_tenure.csv", "tenure_months")
     cases = {"no champion": clean, "empty": empty, "missing column": cut}
     processes = {
         name: subprocess.Popen(
@@ -228,7 +201,7 @@ def bad_input(stack: Stack) -> dict[str, tuple[Path, subprocess.CompletedProcess
 )
 def test_bad_input_is_one_line_and_a_failed_run(stack: Stack, bad_input, case, expected):
     batch, result = bad_input[case]
-    one_line_failure(result, expected)
+    assert expected in one_line_error(result)
     assert_failed_run_says(stack, batch, expected)
 
 
@@ -265,13 +238,12 @@ def deployment(stack: Stack) -> Iterator[MonitoringDeployment]:
             start_new_session=True,
         )
     try:
-        wait_until(lambda: "Press Ctrl+C" in log.read_text(), 300, f"no deployment: {log}")
-        get = lambda path: requests.get(f"{stack.prefect}{path}", timeout=10).json()  # noqa: E731
+        wait_for_output(process, log, "Press Ctrl+C", Deadline.DEPLOYED, "monitor-deploy")
         yield MonitoringDeployment(
             process,
             log,
-            get(f"/deployments/name/{MONITORING_FLOW}/batch-monitoring"),
-            get(f"/deployments/name/{TRAINING_FLOW}/scheduled-training"),
+            prefect_get(f"{stack.prefect}/deployments/name/{MONITORING_FLOW}/batch-monitoring"),
+            prefect_get(f"{stack.prefect}/deployments/name/{TRAINING_FLOW}/scheduled-training"),
         )
     finally:
         if process.poll() is None:
@@ -290,11 +262,12 @@ def run_monitoring_deployment(stack: Stack, deployment: MonitoringDeployment, ba
 
 def wait_prefect_run(stack: Stack, run_id: str) -> dict:
     def ended() -> dict | None:
-        run = requests.get(f"{stack.prefect}/flow_runs/{run_id}", timeout=10).json()
-        return run if run["state"]["type"] in FINAL_PREFECT_STATES else None
+        run = prefect_get(f"{stack.prefect}/flow_runs/{run_id}")
+        return run if run["state"]["type"] in PREFECT_FINAL_STATES else None
 
     logs = f"; see {stack.project}/.workshop/logs/prefect-worker.log"
-    return wait_until(ended, RUN_DEADLINE, f"flow run {run_id} never ended{logs}", interval=2)
+    message = f"flow run {run_id} never ended{logs}"
+    return wait_until(ended, Deadline.SCHEDULED_RUN, message, interval=2)
 
 
 def test_monitoring_is_deployed_beside_the_training_deployment(deployment: MonitoringDeployment):
@@ -368,21 +341,19 @@ def test_prefect_drift_starts_training_that_completes_in_mlflow(stack: Stack, pr
     """The training run was created by the monitoring run (linked to it), not by the test."""
     _, monitoring_run = prefect_drift
     [training] = prefect_flow_runs(stack.prefect, TRAINING_FLOW)
-    parent = requests.get(
-        f"{stack.prefect}/task_runs/{training['parent_task_run_id']}", timeout=10
-    ).json()
+    parent = prefect_get(f"{stack.prefect}/task_runs/{training['parent_task_run_id']}")
     assert parent["flow_run_id"] == monitoring_run["id"]
     assert "drift" in training["tags"]
     finished = wait_prefect_run(stack, training["id"])
     assert finished["state"]["type"] == "COMPLETED", finished["state"]
-    logged = mlflow_runs_tagged(stack.mlflow, "prefect_flow_run_id", training["id"])
-    assert len(logged) == 3
+    logged = trained_candidates(stack.mlflow, "prefect_flow_run_id", training["id"])
+    assert logged == CANDIDATES
 
 
 @pytest.fixture(scope="module")
 def prefect_bad(stack: Stack, deployment: MonitoringDeployment, prefect_drift):
     source = stack.batches / "batch_001.csv"
-    batch = write_batch_without(source, stack.project / "bad" / "no_contract.csv", "contract_type")
+    batch = csv_without_column(source, stack.project / "bad" / "no_contract.csv", "contract_type")
     return batch, run_monitoring_deployment(stack, deployment, batch)
 
 
@@ -444,13 +415,14 @@ def drift_check(stack: Stack, run_id: str) -> dict:
 @pytest.fixture(scope="module")
 def dagster_scenarios(stack: Stack, prefect_bad) -> dict[str, tuple[Path, dict]]:
     """A clean batch, then a drifted one, then one missing a column, each the newest."""
-    wait_until(lambda: sensor_ticked(stack, "retrain_on_drift"), 600, "the sensor never ticked")
+    message = "the sensor never ticked"
+    wait_until(lambda: sensor_ticked(stack, "retrain_on_drift"), Deadline.SERVER_UP, message)
     scenarios = {}
     for name, flags in (("clean", ["--batch"]), ("drift", ["--drift", "0.8"])):
         batch = stack.new_batch(*flags)
         scenarios[name] = (batch, dagster_monitoring(stack, name))
     newest = stack.batches / f"batch_{int(batch.stem.split('_')[1]) + 1:03d}.csv"
-    write_batch_without(batch, newest, "monthly_charges")
+    csv_without_column(batch, newest, "monthly_charges")
     scenarios["missing column"] = (newest, dagster_monitoring(stack, "missing-column"))
     return scenarios
 
@@ -481,7 +453,7 @@ def test_dagster_sensor_retrains_once_and_only_on_drift(stack: Stack, dagster_sc
     _, drifted = dagster_scenarios["drift"]
     triggered = wait_until(
         lambda: dagster_runs(stack.dagster, "trigger", "drift"),
-        120,
+        Deadline.SCHEDULE_LAUNCH,
         "the retrain_on_drift sensor launched no training run",
         interval=2,
     )
@@ -492,11 +464,12 @@ def test_dagster_sensor_retrains_once_and_only_on_drift(stack: Stack, dagster_sc
 
     def finished() -> dict | None:
         [run] = dagster_runs(stack.dagster, "trigger", "drift")
-        return run if run["status"] in FINAL_DAGSTER_STATUSES else None
+        return run if run["status"] in DAGSTER_FINAL_STATUSES else None
 
-    done = wait_until(finished, RUN_DEADLINE, "the training run never finished", interval=2)
+    message = "the training run never finished"
+    done = wait_until(finished, Deadline.SCHEDULED_RUN, message, interval=2)
     assert done["status"] == "SUCCESS", done
-    assert len(mlflow_runs_tagged(stack.mlflow, "dagster_run_id", training["runId"])) == 3
+    assert trained_candidates(stack.mlflow, "dagster_run_id", training["runId"]) == CANDIDATES
 
 
 def test_dagster_bad_batch_fails_the_run_and_the_mlflow_run(stack: Stack, dagster_scenarios):

@@ -19,17 +19,18 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-import requests
 
 from helpers import (
+    CANDIDATES,
     STRICT_WARNINGS,
+    Deadline,
     DevStack,
     ProjectEnv,
     WebhookRecorder,
@@ -38,11 +39,14 @@ from helpers import (
     mlflow_runs_tagged,
     places_holding,
     prefect_flow_runs,
+    prefect_get,
     prefect_post,
     run_metrics,
     scheduled_prefect_run,
     stack_env,
-    wait_until,
+    succeeded,
+    trained_candidates,
+    wait_for_output,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("prefect")]
@@ -52,8 +56,6 @@ PARTS = ["part1", "part2", "part3", "part4", "part5", "part7", "deploy"]
 PIPELINE_FLOW = "churn-training-pipeline"
 PIPELINE_ENTRYPOINT = "pipelines/examples/Prefect_ML_Pipeline.py:training_pipeline"
 DEPLOYMENT = "scheduled-training"
-LAUNCH_DEADLINE = 150  # s from registration to a scheduled run picked up: two ticks, a poll
-RUN_DEADLINE = 300  # s for that run to finish, imports and training on a busy 2-core machine
 
 
 @dataclass
@@ -71,6 +73,12 @@ class Stack:
 @pytest.fixture(scope="module")
 def project(render_project) -> Path:
     return render_project("prefect-track", orchestrator="prefect", notifications="discord")
+
+
+@pytest.fixture(scope="module")
+def project_env(project: Path, project_env_for) -> ProjectEnv:
+    """The Prefect-only project's own environment."""
+    return project_env_for(project)
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +116,18 @@ def child_pids(parent: int) -> list[int]:
 
 
 def run_together(
-    project_env: ProjectEnv, commands: dict[str, tuple[Path, list[str], dict[str, str]]]
+    project_env_for: Callable[[Path], ProjectEnv],
+    commands: dict[str, tuple[Path, list[str], dict[str, str]]],
 ) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Start every command at once (name: folder, arguments, env) and wait for all of them.
+    """Start every command at once (name: project folder, arguments, env) and wait for all
+    of them, each in its project's own environment.
 
     Deprecation warnings are errors in them (``STRICT_WARNINGS``).
     """
     with ExitStack() as files:
         started = {}
         for name, (folder, args, env) in commands.items():
+            project_env = project_env_for(folder)
             out, err = (files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2))
             process = subprocess.Popen(
                 [str(project_env.python), *STRICT_WARNINGS, *args],
@@ -139,14 +150,6 @@ def run_together(
     return results
 
 
-def succeeded(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, (
-        f"{result.args} exited {result.returncode}\n--- stdout ---\n{result.stdout[-4000:]}"
-        f"\n--- stderr ---\n{result.stderr[-4000:]}"
-    )
-    return result
-
-
 def api_post(stack: Stack, path: str, body: dict) -> list[dict]:
     return prefect_post(f"{stack.api}{path}", body).json()
 
@@ -160,11 +163,8 @@ def task_runs(stack: Stack, flow_run_id: str) -> list[dict]:
 
 
 def state_history(stack: Stack, task_run_id: str) -> list[str]:
-    response = requests.get(
-        f"{stack.api}/task_run_states/", params={"task_run_id": task_run_id}, timeout=10
-    )
-    response.raise_for_status()
-    return [state["name"] for state in response.json()]
+    states = prefect_get(f"{stack.api}/task_run_states/?task_run_id={task_run_id}")
+    return [state["name"] for state in states]
 
 
 def mlflow_runs_of(stack: Stack, flow_run_id: str) -> list[dict]:
@@ -184,10 +184,10 @@ def assert_completed(runs: list[dict], flow_name: str, count: int = 1) -> None:
 
 
 @pytest.fixture(scope="module")
-def bad_input(project: Path, project_env: ProjectEnv) -> dict[str, subprocess.CompletedProcess]:
+def bad_input(project: Path, project_env_for) -> dict[str, subprocess.CompletedProcess]:
     unreachable = f"http://127.0.0.1:{free_port()}/api"
     return run_together(
-        project_env,
+        project_env_for,
         {
             "no part": (project, [WORKSHOP], {}),
             "unknown part": (project, [WORKSHOP, "part6"], {}),
@@ -227,9 +227,11 @@ def test_prefect_only_render_has_no_dagster_files(project: Path):
 
 
 @pytest.fixture(scope="module")
-def parts(stack: Stack, project_env: ProjectEnv) -> dict[str, subprocess.CompletedProcess]:
+def parts(stack: Stack, project_env_for) -> dict[str, subprocess.CompletedProcess]:
     commands = {part: (stack.project, [WORKSHOP, part], stack.env) for part in PARTS[:4]}
-    return {name: succeeded(result) for name, result in run_together(project_env, commands).items()}
+    return {
+        name: succeeded(result) for name, result in run_together(project_env_for, commands).items()
+    }
 
 
 def test_part1_tasks_and_flows(stack: Stack, parts):
@@ -287,11 +289,11 @@ def test_part4_validates_parameters_and_runs_subflows(stack: Stack, parts):
 
 
 @pytest.fixture(scope="module")
-def pipeline(stack: Stack, project_env: ProjectEnv) -> dict[str, subprocess.CompletedProcess]:
+def pipeline(stack: Stack, project_env_for) -> dict[str, subprocess.CompletedProcess]:
     """Part 5, and the same pipeline with its data file missing (an injected failure)."""
     missing = {**stack.env, "DATA_PATH": str(stack.project / "missing.csv")}
     return run_together(
-        project_env,
+        project_env_for,
         {
             "part5": (stack.project, [WORKSHOP, "part5"], stack.env),
             "no data": (stack.project, [WORKSHOP, "part5"], missing),
@@ -304,15 +306,8 @@ def test_part5_logs_to_mlflow_and_promotes_a_champion(stack: Stack, pipeline):
     runs = flow_runs(stack, PIPELINE_FLOW)
     [run] = [r for r in runs if r["state"]["type"] != "FAILED"]
     assert_completed([run], PIPELINE_FLOW)
-    runs_of_the_flow = mlflow_runs_of(stack, run["id"])
-    # A task that failed and was retried (part 5 teaches retries) leaves its attempt FAILED.
-    assert {r["info"]["status"] for r in runs_of_the_flow} <= {"FINISHED", "FAILED"}
-    logged = [r for r in runs_of_the_flow if r["info"]["status"] == "FINISHED"]
-    assert sorted(r["info"]["run_name"] for r in logged) == [
-        "gradient_boosting",
-        "logistic_regression",
-        "random_forest",
-    ]
+    assert trained_candidates(stack.mlflow, "prefect_flow_run_id", run["id"]) == CANDIDATES
+    logged = [r for r in mlflow_runs_of(stack, run["id"]) if r["info"]["status"] == "FINISHED"]
     for logged_run in logged:
         assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(run_metrics(logged_run))
     champion = champion_version(stack.mlflow).json()["model_version"]
@@ -356,10 +351,10 @@ def deployment(stack: Stack, project_env: ProjectEnv, pipeline) -> Iterator[Depl
             start_new_session=True,
         )
     try:
-        wait_until(lambda: "Press Ctrl+C" in log.read_text(), 120, f"deploy did not start: {log}")
+        wait_for_output(process, log, "Press Ctrl+C", Deadline.DEPLOYED, "deploy")
         registered = time.monotonic()  # the schedule's clock starts here, not at Python's start
         url = f"{stack.api}/deployments/name/{PIPELINE_FLOW}/{DEPLOYMENT}"
-        yield Deployment(process, log, requests.get(url, timeout=10).json(), registered)
+        yield Deployment(process, log, prefect_get(url), registered)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -387,15 +382,16 @@ class Notified:
 
 
 @pytest.fixture(scope="module")
-def notified(render_project, stack: Stack, project_env: ProjectEnv, deployment) -> Notified:
+def notified(render_project, project_env_for, stack: Stack, deployment) -> Notified:
     """Part 7 in this project (Discord) and in an orchestrator=both project (Slack)."""
     both = render_project("prefect-both", orchestrator="both", notifications="slack")
     both_env = {**stack.env, "PREFECT_HOME": str(both / ".workshop" / "client-prefect")}
-    succeeded(project_env.run([str(project_env.python), "generate_sample_data.py"], both))
+    both_project_env = project_env_for(both)
+    both_project_env.run([str(both_project_env.python), "generate_sample_data.py"], both)
     discord, slack = WebhookRecorder(), WebhookRecorder()
     try:
         results = run_together(
-            project_env,
+            project_env_for,
             {
                 "discord": (
                     stack.project,
@@ -446,14 +442,21 @@ def test_a_scheduled_run_completes_by_itself(stack: Stack, deployment: Deploymen
     """A run the schedule created (not the test) completes and logs to MLflow; Ctrl+C pauses."""
 
     logs = f"; see {stack.project}/.workshop/logs/prefect-*.log"
-    remaining = LAUNCH_DEADLINE - (time.monotonic() - deployment.registered)
+    # The launch deadline runs from the deployment's registration (part 7 ran since), and
+    # still leaves the worker a tick and a poll.
+    since = time.monotonic() - deployment.registered
+    launch_within = max(Deadline.SCHEDULE_LAUNCH - since, 60)
     run = scheduled_prefect_run(
-        stack.api, PIPELINE_FLOW, deployment.info["id"], max(remaining, 10), RUN_DEADLINE, logs
+        stack.api,
+        PIPELINE_FLOW,
+        deployment.info["id"],
+        launch_within,
+        Deadline.SCHEDULED_RUN,
+        logs,
     )
     assert run["state"]["type"] == "COMPLETED", run["state"]
-    assert len(mlflow_runs_of(stack, run["id"])) == 3
+    assert trained_candidates(stack.mlflow, "prefect_flow_run_id", run["id"]) == CANDIDATES
     deployment.process.send_signal(signal.SIGINT)
-    assert deployment.process.wait(timeout=30) == 0
+    assert deployment.process.wait(timeout=Deadline.STOPPED) == 0
     assert "Schedule paused" in deployment.log.read_text()
-    response = requests.get(f"{stack.api}/deployments/{deployment.info['id']}", timeout=10)
-    assert response.json()["paused"] is True
+    assert prefect_get(f"{stack.api}/deployments/{deployment.info['id']}")["paused"] is True
