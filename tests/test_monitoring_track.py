@@ -24,7 +24,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,6 @@ from helpers import (
     STRICT_WARNINGS,
     Deadline,
     DevStack,
-    Facts,
     ProjectEnv,
     WebhookRecorder,
     champion_version,
@@ -75,7 +74,6 @@ class Stack:
     environ: dict[str, str]
     webhook: WebhookRecorder
     batches: Path
-    facts: Facts = field(default_factory=Facts)
 
     @property
     def mlflow(self) -> str:
