@@ -59,7 +59,10 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(sys.argv[1])
 dag = bag.dags.get("churn_training")
 print(json.dumps({
-    "schedule": dag.timetable.serialize() if dag else None,
+    "schedule": {
+        "expression": dag.timetable.expression,
+        "timezone": str(dag.timetable.timezone),
+    } if dag else None,
     "dags": sorted(bag.dag_ids),
     "errors": bag.import_errors,
     "warnings": {path: list(found) for path, found in bag.captured_warnings.items()},
