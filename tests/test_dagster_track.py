@@ -195,7 +195,10 @@ def workspace_repository(project: DagsterProject) -> dict:
 
 
 def sensors_initialized(project: DagsterProject) -> bool:
-    """Run status sensors only report runs that end after their first tick."""
+    """Run status sensors only report runs that end after their first tick. (Until the
+    code servers are up, the webserver shows their locations as unreachable: not yet.)"""
+    if not locations_loaded(project):
+        return False
     sensors = workspace_repository(project)["sensors"]
     return {s["name"] for s in sensors if s["sensorState"]["ticks"]} == SENSORS
 
