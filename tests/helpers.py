@@ -55,6 +55,7 @@ class Deadline:
     SCHEDULED_RUN = 420  # a picked-up run ended: imports and training
     NOTIFIED = 90  # a run's hook posted to the webhook, after the run's final state
     STOPPED = 60  # a command stopped by Ctrl+C (or a server by SIGTERM)
+    STACK_STOPPED = 150  # `make dev` stopped: its servers one after the other, clients first
 
 
 def copier_choices(question: str) -> list:
@@ -374,7 +375,7 @@ class DevStack:
         if self.process and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGINT)
             try:
-                self.process.wait(timeout=60)
+                self.process.wait(timeout=Deadline.STACK_STOPPED)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 raise

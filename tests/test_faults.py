@@ -18,6 +18,7 @@ import requests
 
 from helpers import (
     DEFAULT_PACKAGE,
+    Deadline,
     DevStack,
     ProjectEnv,
     free_port,
@@ -69,8 +70,10 @@ def test_a_closed_terminal_stops_every_server(project_env: ProjectEnv, project: 
     stack = mlflow_only(project_env, project, port).__enter__()
     servers = stack.server_pids()
     os.kill(stack.process.pid, signal.SIGHUP)  # what a closed terminal sends
-    assert stack.process.wait(timeout=60) == 0
-    wait_until(lambda: not any(map(pid_alive, servers)), 30, "a server outlived SIGHUP")
+    assert stack.process.wait(timeout=Deadline.STACK_STOPPED) == 0
+    wait_until(
+        lambda: not any(map(pid_alive, servers)), Deadline.STOPPED, "a server outlived SIGHUP"
+    )
     assert not listening(port)
     assert not stack.record.exists()
 

@@ -106,19 +106,20 @@ def wait_for(
 
 
 def stop_process_groups(processes: list[subprocess.Popen], timeout: float) -> None:
-    """SIGTERM each process group, newest first; SIGKILL what outlives the shared deadline.
+    """Stop each process group in the reverse order of their start, one after the other:
+    SIGTERM, then SIGKILL if it outlives ``timeout``.
 
-    Each server runs in a session of its own, so its group also holds the
-    processes it spawned (MLflow's uvicorn worker, a Prefect flow run).
+    Clients stop before the servers they talk to, as Compose stops a service before those
+    it depends on: a worker stopped mid-run can still report its flow run's end to a
+    Prefect server that is up. Each server runs in a session of its own, so its group also
+    holds the processes it spawned (MLflow's uvicorn worker, a Prefect flow run).
     """
     for process in reversed(processes):
         if process.poll() is None:
             with suppress(ProcessLookupError):  # it may exit between the two calls
                 os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in reversed(processes):
         try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
