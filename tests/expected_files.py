@@ -26,7 +26,10 @@ CORE = {
     "src/{package}/devstack.py",
     "src/{package}/errors.py",
     "src/{package}/evaluation.py",
+    "src/{package}/exercises.py",
     "src/{package}/features.py",
+    "src/{package}/messages.py",
+    "src/{package}/messages.toml",
     "src/{package}/monitoring.py",
     "src/{package}/notifications.py",
     "src/{package}/pipeline.py",
@@ -38,6 +41,7 @@ CORE = {
     "tests/test_data.py",
     "tests/test_devstack.py",
     "tests/test_features.py",
+    "tests/test_messages.py",
     "tests/test_monitoring.py",
     "tests/test_notifications.py",
     "tests/test_tracking.py",
@@ -57,14 +61,20 @@ NOTEBOOKS = {
     "notebooks/02_mlflow_organized.ipynb",
 }
 
-# Rendered when include_notebooks and include_solutions are true (the teacher's copy).
-SOLUTIONS = {"notebooks/solutions/01b_mlflow_transition_solutions.ipynb"}
+# Rendered when include_solutions is true (the teacher's copy): one group per part it solves.
+SOLUTIONS = {
+    "notebooks": {"notebooks/solutions/01b_mlflow_transition_solutions.ipynb"},
+    "prefect": {"pipelines/workshop/prefect/Prefect_Exercises_solution.py"},
+    "dagster": {"pipelines/workshop/dagster/Dagster_Exercises_solution.py"},
+}
 
 # Rendered when orchestrator is prefect or both.
 PREFECT = {
     "docs/prefect.md",
     "pipelines/examples/Prefect_ML_Pipeline.py",
+    "pipelines/workshop/prefect/Prefect_Exercises.py",
     "pipelines/workshop/prefect/Prefect_Workshop.py",
+    "src/{package}/prefect_exercises.py",
     "src/{package}/prefect_support.py",
     "docs/images/docker-prefect.png",
 }
@@ -75,7 +85,9 @@ DAGSTER = {
     "dagster_home/workspace.yaml",
     "docs/dagster.md",
     "pipelines/examples/Dagster_ML_Pipeline.py",
+    "pipelines/workshop/dagster/Dagster_Exercises.py",
     "pipelines/workshop/dagster/Dagster_Workshop.py",
+    "src/{package}/dagster_exercises.py",
     "src/{package}/dagster_support.py",
     "docs/images/docker-dagster.png",
 }
@@ -101,14 +113,13 @@ CI = {"github": {".github/workflows/ci.yml"}, "gitlab": {".gitlab-ci.yml"}, "non
 def expected_files(answers: dict) -> set[str]:
     orchestrator = answers["orchestrator"]
     files = CORE | MLFLOW | DOCKER | CI[answers["ci"]]
+    solutions = answers.get("include_solutions", False)
     if answers["include_notebooks"]:
-        files |= NOTEBOOKS
-        if answers.get("include_solutions", False):
-            files |= SOLUTIONS
+        files |= NOTEBOOKS | (SOLUTIONS["notebooks"] if solutions else set())
     if orchestrator in ("prefect", "both"):
-        files |= PREFECT
+        files |= PREFECT | (SOLUTIONS["prefect"] if solutions else set())
     if orchestrator in ("dagster", "both"):
-        files |= DAGSTER
+        files |= DAGSTER | (SOLUTIONS["dagster"] if solutions else set())
     if answers["include_airflow"]:
         files |= AIRFLOW
     return {path.format(package=answers["package_name"]) for path in files}

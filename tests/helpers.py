@@ -639,3 +639,38 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
     return errors[0]
+
+
+# --- The exercises' checks -----------------------------------------------------------------
+
+CHECK_MARKS = re.compile(r"^  ([✓✗]) (.*)$", re.MULTILINE)
+
+
+def messages(project: Path) -> dict:
+    """The render's message catalog: what its programs print, in its language."""
+    return tomllib.loads((project / "src" / DEFAULT_PACKAGE / "messages.toml").read_text())
+
+
+def sentence_pattern(sentence: str) -> re.Pattern:
+    """A catalog sentence as printed, whatever its ``{placeholders}`` were filled with."""
+    parts = re.split(r"\{[^}]*\}", sentence)
+    return re.compile(".*".join(map(re.escape, parts)))
+
+
+def check_lines(result: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """The ✓/✗ lines an exercise's check printed: (mark, sentence) each."""
+    return CHECK_MARKS.findall(result.stdout)
+
+
+def assert_check_report(
+    result: subprocess.CompletedProcess, expected: list[tuple[str, str]]
+) -> None:
+    """The check printed exactly these (mark, catalog sentence) lines, in order, and
+    exited 0 only if every mark is ✓."""
+    lines = check_lines(result)
+    report = f"{result.args}:\n{result.stdout}\n{result.stderr[-3000:]}"
+    assert [mark for mark, _ in lines] == [mark for mark, _ in expected], report
+    for (_, line), (_, sentence) in zip(lines, expected, strict=True):
+        assert sentence_pattern(sentence).fullmatch(line), f"{line!r} is not {sentence!r}\n{report}"
+    passed = all(mark == "✓" for mark, _ in expected)
+    assert result.returncode == (0 if passed else 1), report

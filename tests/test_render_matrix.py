@@ -17,7 +17,7 @@ import nbformat
 import pytest
 import yaml
 
-from expected_files import expected_files
+from expected_files import SOLUTIONS, expected_files
 from helpers import DEFAULT_PACKAGE, DEV_BIN, TEMPLATE_ROOT, render
 
 # The yes/no questions the matrix varies. include_solutions is left out: it only adds
@@ -262,11 +262,17 @@ def test_secrets_are_never_answers(render_project):
 
 
 def test_solutions_reach_only_the_teachers_copy(render_project):
+    """The solved files are in the teacher's copy, and nowhere in a student's: not as files,
+    not as the solutions' code inside the files students edit."""
     teacher = render_project("teacher", include_solutions=True)
     student = render_project("student")
-    solutions = "notebooks/solutions/01b_mlflow_transition_solutions.ipynb"
-    assert (teacher / solutions).is_file()
-    assert not (student / "notebooks" / "solutions").exists()
+    solutions = {path for group in SOLUTIONS.values() for path in group}
+    assert all((teacher / path).is_file() for path in solutions)
+    assert not [path for path in solutions if (student / path).exists()]
     assert "# SOLUTION" not in (student / "notebooks/01b_mlflow_transition.ipynb").read_text()
+    exercises = (student / "pipelines/workshop/prefect/Prefect_Exercises.py").read_text()
+    assert "\n@flow" not in exercises and "\n@task" not in exercises
     no_notebooks = render_project("no-notebooks", include_notebooks=False, include_solutions=True)
     assert not (no_notebooks / "notebooks").exists()
+    solved_scripts = SOLUTIONS["prefect"] | SOLUTIONS["dagster"]
+    assert all((no_notebooks / path).is_file() for path in solved_scripts)

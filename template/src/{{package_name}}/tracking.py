@@ -18,6 +18,7 @@ import skops.io
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 from sklearn.pipeline import Pipeline
 
 from .config import Settings
@@ -144,16 +145,25 @@ def log_candidate(
             confusion_matrix_figure(model, features_test, target_test), "confusion_matrix.png"
         )
         mlflow.log_dict({"features": list(features_test.columns)}, "features.json")
-        example = features_test.head(5)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, model.predict(example)),
-            input_example=example,
-            skops_trusted_types=sklearn_internal_types(model),
-            pip_requirements=model_requirements(),
-        )
+        info = log_sklearn_model(model, features_test.head(5))
     return LoggedCandidate(name, run.info.run_id, info.model_uri, metrics)
+
+
+def log_sklearn_model(model: Pipeline, example: pd.DataFrame) -> ModelInfo:
+    """Log the model in the active run as ``model``, ready to serve.
+
+    Its signature comes from ``example``, the skops types it trusts are scikit-learn's own,
+    and its requirements are declared: the three things ``mlflow.sklearn.log_model``
+    would otherwise guess slowly, warn about or refuse.
+    """
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, model.predict(example)),
+        input_example=example,
+        skops_trusted_types=sklearn_internal_types(model),
+        pip_requirements=model_requirements(),
+    )
 
 
 @dataclass(frozen=True)

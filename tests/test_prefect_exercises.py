@@ -1,0 +1,209 @@
+"""The Prefect exercises, as a class does them: against a real `make dev` stack.
+
+One teacher's copy (orchestrator=prefect, include_solutions=true) gets the dev stack.
+First the untouched exercise file: every step's check fails, each point with the
+hint of the project's catalog, including after the step was run as plain Python.
+Then a step 2 without retries, which fails however often it is run. Then the
+teacher's solution, step by step: each step run as a student runs it, then its
+check, which must pass every point. Step 5 waits for a run fired by the schedule.
+
+A French teacher's copy then checks its untouched file against the same servers:
+its lines are the French catalog's.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helpers import (
+    Deadline,
+    DevStack,
+    ProjectEnv,
+    assert_check_report,
+    check_lines,
+    messages,
+    prefect_get,
+    prefect_post,
+    sentence_pattern,
+    stack_env,
+    wait_for_output,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("prefect-exercises")]
+
+EXERCISES = "pipelines/workshop/prefect/Prefect_Exercises.py"
+SOLUTION = "pipelines/workshop/prefect/Prefect_Exercises_solution.py"
+# The points each step's check reports: the keys of its ✓/✗ pairs in messages.toml.
+POINTS = {
+    1: ["flow", "tasks", "completed"],
+    2: ["retries", "delays", "recovered"],
+    3: ["cached", "parallel"],
+    4: ["runs", "models", "champion"],
+    5: ["deployed", "cron", "typed", "scheduled"],
+    6: ["success", "failure", "states"],
+}
+
+
+@dataclass
+class Stack:
+    project: Path
+    env: ProjectEnv
+    servers: dict[str, str]
+
+    def run(self, project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return self.env.run(
+            [str(self.env.python), *args], project, timeout=timeout, check=False, **self.servers
+        )
+
+
+@pytest.fixture(scope="module")
+def project(render_project) -> Path:
+    return render_project("prefect-exercises", orchestrator="prefect", include_solutions=True)
+
+
+@pytest.fixture(scope="module")
+def stack(project: Path, project_env_for) -> Iterator[Stack]:
+    env = project_env_for(project)
+    servers = {
+        **stack_env("prefect"),
+        # A schedule every minute: step 5 waits for one tick, not two.
+        "SCHEDULE_CRON": "* * * * *",
+        "PREFECT_HOME": str(project / ".workshop" / "client-prefect"),
+    }
+    env.run([str(env.python), "generate_sample_data.py"], project, **servers)
+    with DevStack(env, project, **servers):
+        yield Stack(project, env, servers)
+
+
+def catalog(project: Path) -> dict:
+    return messages(project)["exercises"]["prefect"]
+
+
+def assert_points(result: subprocess.CompletedProcess, project: Path, step: int, mark: str):
+    """Every point of the step printed, in order, with ``mark`` and its catalog sentence."""
+    texts = catalog(project)[f"step{step}"]
+    suffix = "_ok" if mark == "✓" else "_todo"
+    assert_check_report(result, [(mark, texts[point + suffix]) for point in POINTS[step]])
+
+
+class TestUntouchedFile:
+    """What a student sees before writing anything: every point fails, with its hint."""
+
+    def test_step1_run_as_plain_python_fails_its_check(self, stack: Stack):
+        run = stack.run(stack.project, EXERCISES, "step1")
+        assert run.returncode == 0, run.stderr[-3000:]  # plain Python trains fine...
+        check = stack.run(stack.project, EXERCISES, "check", "step1")
+        assert_points(check, stack.project, 1, "✗")  # ...but leaves nothing on the server
+
+    def test_step2_without_retries_fails_on_the_waking_database(self, stack: Stack):
+        run = stack.run(stack.project, EXERCISES, "step2")
+        assert run.returncode != 0
+        assert "ConnectionError" in run.stderr
+        check = stack.run(stack.project, EXERCISES, "check", "step2")
+        assert_points(check, stack.project, 2, "✗")
+
+    @pytest.mark.parametrize("step", [3, 4, 5, 6])
+    def test_check_fails_every_point(self, stack: Stack, step: int):
+        check = stack.run(stack.project, EXERCISES, "check", f"step{step}")
+        assert_points(check, stack.project, step, "✗")
+
+    def test_step5_says_deploy_is_still_a_todo(self, stack: Stack):
+        run = stack.run(stack.project, EXERCISES, "step5")
+        assert run.returncode == 1
+        expected = catalog(stack.project)["step5"]["deploy_is_todo"]
+        assert run.stderr.strip().splitlines()[-1] == f"error: {expected}"
+
+    def test_a_wrong_command_gets_the_usage(self, stack: Stack):
+        run = stack.run(stack.project, EXERCISES, "check", "step9")
+        assert run.returncode == 2
+        assert "usage: python pipelines/workshop/prefect/Prefect_Exercises.py" in run.stderr
+
+
+def test_a_step2_without_retries_fails_however_often_it_runs(stack: Stack):
+    """The solution with its retries taken out: the database's cold start is deterministic,
+    so the run fails every time and so does the check."""
+    solution = (stack.project / SOLUTION).read_text()
+    decorator = "@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1))"
+    assert decorator in solution
+    no_retries = stack.project / "pipelines/workshop/prefect/No_Retries.py"
+    no_retries.write_text(solution.replace(decorator, "@task"))
+    for _ in range(2):
+        run = stack.run(stack.project, str(no_retries.relative_to(stack.project)), "step2")
+        assert run.returncode != 0 and "ConnectionError" in run.stderr, run.stdout[-2000:]
+    check = stack.run(stack.project, str(no_retries.relative_to(stack.project)), "check", "step2")
+    lines = check_lines(check)
+    assert [mark for mark, _ in lines] == ["✗", "✗", "✗"], check.stdout
+    assert check.returncode == 1
+
+
+class TestSolution:
+    """The teacher's copy: each step run as the student would, then its check passes."""
+
+    @pytest.mark.parametrize("step", [1, 2, 3, 4])
+    def test_step_then_check(self, stack: Stack, step: int):
+        run = stack.run(stack.project, SOLUTION, f"step{step}")
+        assert run.returncode == 0, run.stderr[-3000:]
+        check = stack.run(stack.project, SOLUTION, "check", f"step{step}")
+        assert_points(check, stack.project, step, "✓")
+
+    def test_step5_deploys_and_a_scheduled_run_passes_the_check(self, stack: Stack):
+        log = stack.project / ".workshop" / "exercise-step5.out"
+        with log.open("w") as out:
+            watcher = subprocess.Popen(
+                [str(stack.env.python), SOLUTION, "step5"],
+                cwd=stack.project,
+                env=stack.env.environ(stack.project, **stack.servers),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deployed = catalog(stack.project)["step5"]["deployed"].split("{")[0]  # "Deployed..."
+            wait_for_output(watcher, log, deployed, Deadline.DEPLOYED, "step5")
+            api = stack.servers["PREFECT_API_URL"]
+            deployment = prefect_get(
+                f"{api}/deployments/name/training-pipeline/prefect-exercises-solution"
+            )
+
+            def completed_scheduled_run() -> bool:
+                runs = prefect_post(
+                    f"{api}/flow_runs/filter",
+                    {"deployments": {"id": {"any_": [deployment["id"]]}}},
+                ).json()
+                return any(r["auto_scheduled"] and r["state_name"] == "Completed" for r in runs)
+
+            wait_until(completed_scheduled_run, Deadline.SCHEDULED_RUN, "no scheduled run ended")
+            check = stack.run(stack.project, SOLUTION, "check", "step5")
+            assert_points(check, stack.project, 5, "✓")
+        finally:
+            watcher.send_signal(signal.SIGINT)
+            watcher.wait(timeout=Deadline.STOPPED)
+        assert "Schedule paused" in log.read_text()
+
+    def test_step6_notifies_success_and_failure(self, stack: Stack):
+        run = stack.run(stack.project, SOLUTION, "step6")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert_points(stack.run(stack.project, SOLUTION, "check", "step6"), stack.project, 6, "✓")
+
+
+def test_a_french_class_reads_its_checks_in_french(render_project, project_env_for, stack: Stack):
+    """A French teacher's copy checks its untouched file against the same servers."""
+    french = render_project("prefect-exercises-fr", orchestrator="prefect", docs_language="fr")
+    french_env = project_env_for(french)
+    check = french_env.run(
+        [str(french_env.python), EXERCISES, "check", "step2"],
+        french,
+        check=False,
+        **stack.servers,
+    )
+    assert_points(check, french, 2, "✗")
+    english = catalog(stack.project)["step2"]
+    assert not any(english[f"{point}_todo"] in check.stdout for point in POINTS[2])
+    title = sentence_pattern(messages(french)["exercises"]["check_title"])
+    assert title.fullmatch(check.stdout.splitlines()[0]), check.stdout
