@@ -83,7 +83,7 @@ def location_loaded(url: str) -> bool:
     return all(e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries)
 
 
-CODE_SERVERS = ["dagster-pipeline-code", "dagster-workshop-code"]
+CODE_SERVERS = ["dagster-pipeline-code", "dagster-workshop-code", "dagster-exercises-code"]
 
 
 def code_server_pids(project: Path) -> list[int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,10 +33,12 @@ from helpers import (
     Facts,
     ProjectEnv,
     WebhookRecorder,
+    assert_check_report,
     champion_version,
     csv_without_column,
     dagster_graphql,
     dagster_runs,
+    messages,
     mlflow_runs_tagged,
     one_line_error,
     places_holding,
@@ -49,6 +52,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster")]
 
 LOCATION = "churn_pipeline"  # the reference pipeline: assets, checks, schedule, sensors
 WORKSHOP_LOCATION = "churn_workshop"  # part 1's task-style job
+EXERCISE_LOCATION = "churn_exercises"  # the graph students mend
+SOLUTION_LOCATION = "churn_exercises_solution"  # the teacher's copy of it
+EXERCISE = "pipelines/workshop/dagster/Dagster_Exercises.py"
+SOLUTION = "pipelines/workshop/dagster/Dagster_Exercises_solution.py"
+# The points the exercise's check reports, in order: their keys in messages.toml.
+EXERCISE_POINTS = ["loads", "wired", "declared", "check", "mlflow", "config"]
 REPOSITORY = "__repository__"
 JOB = "churn_training_job"
 SCHEDULE = "churn_training_schedule"
@@ -61,7 +70,8 @@ TARGET = "churned"
 # The `dagster` render only: the `both` render has the same Dagster files, and its stack,
 # with every server at once, runs in test_monitoring_track.py and in the Docker test.
 # Slack's format is one module for both orchestrators, and test_prefect_track.py gets it.
-ANSWERS = {"orchestrator": "dagster", "notifications": "discord"}
+# The teacher's copy: the exercise's solution is a code location of its own.
+ANSWERS = {"orchestrator": "dagster", "notifications": "discord", "include_solutions": True}
 
 
 @dataclass
@@ -162,6 +172,18 @@ ACTIVE_RUNS_QUERY = """
 { runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
   ... on Runs { results { runId } } } }
 """
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on RunConfigValidationInvalid { errors { message } } } }
+"""
+RUN_STATUS = """
+query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
+"""
+RELOAD_LOCATION = """
+mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) {
+  __typename ... on WorkspaceLocationEntry { locationOrLoadError { __typename } } } }
+"""
 TERMINATE_RUNS = """
 mutation($ids: [String!]!) { terminateRuns(runIds: $ids) { __typename } }
 """
@@ -175,7 +197,12 @@ query($assetKey: AssetKeyInput!, $checkName: String!) {
 def workspace_repositories(project: DagsterProject) -> dict[str, dict]:
     """Each code location's repository, by location name; every location must load."""
     entries = project.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
-    assert [entry["name"] for entry in entries] == [LOCATION, WORKSHOP_LOCATION]
+    assert [entry["name"] for entry in entries] == [
+        LOCATION,
+        WORKSHOP_LOCATION,
+        EXERCISE_LOCATION,
+        SOLUTION_LOCATION,
+    ]
     repositories = {}
     for entry in entries:
         location = entry["locationOrLoadError"]
@@ -234,6 +261,8 @@ def start_stack(project: DagsterProject, cleanup: contextlib.ExitStack) -> None:
             "dagster-webserver",
             "dagster-pipeline-code",
             "dagster-workshop-code",
+            "dagster-exercises-code",
+            "dagster-exercises-solution-code",
             "dagster-daemon",
         ],
         SCHEDULE_CRON="* * * * *",
@@ -286,6 +315,95 @@ def test_definitions_load_without_errors(dagster_project: DagsterProject) -> Non
     assert schedule["cronSchedule"] == "* * * * *"  # SCHEDULE_CRON from the environment wins
     assert schedule["scheduleState"]["status"] == "STOPPED"  # the student turns it on
     assert {s["sensorState"]["status"] for s in repository["sensors"]} == {"RUNNING"}
+
+
+class TestExercise:
+    """The broken asset graph, as a class mends it: the check asks the running Dagster."""
+
+    def check(self, project: DagsterProject, script: str) -> subprocess.CompletedProcess:
+        return project.env.run(
+            [str(project.env.python), script, "check"],
+            project.project,
+            check=False,
+            **project.stack_env,
+        )
+
+    def expected(self, project: DagsterProject, marks: str) -> list[tuple[str, str]]:
+        """The points with the marks given in order (``"✓✗✗✗✗✗"``), as the catalog says."""
+        texts = messages(project.project)["exercises"]["dagster"]
+        return [
+            (mark, texts[point + ("_ok" if mark == "✓" else "_todo")])
+            for mark, point in zip(marks, EXERCISE_POINTS, strict=True)
+        ]
+
+    def materialize(self, project: DagsterProject, location: str, assets: list[str], **config):
+        """What the UI's Materialize (or the Launchpad, with ``config``) launches."""
+        prefix = "dagster_" + location.removeprefix("churn_")  # the file's asset key prefix
+        params = {
+            "selector": {
+                "repositoryLocationName": location,
+                "repositoryName": REPOSITORY,
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": [prefix, name]} for name in assets],
+            },
+            "runConfigData": {
+                "ops": {f"{prefix}__{op}": {"config": values} for op, values in config.items()}
+            },
+        }
+        launched = project.graphql(LAUNCH_RUN, params=params)["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+
+        def ended() -> str | None:
+            status = project.graphql(RUN_STATUS, runId=run_id)["runOrError"]["status"]
+            return status if status in DAGSTER_FINAL_STATUSES else None
+
+        assert wait_until(ended, Deadline.SCHEDULED_RUN, f"run {run_id} never ended") == "SUCCESS"
+
+    def reload(self, project: DagsterProject, location: str) -> str:
+        """The UI's Reload; returns how the location loaded."""
+        entry = project.graphql(RELOAD_LOCATION, name=location)["reloadRepositoryLocation"]
+        return entry["locationOrLoadError"]["__typename"]
+
+    def test_the_untouched_file_loads_and_fails_every_other_point(self, dagster_project):
+        result = self.check(dagster_project, EXERCISE)
+        assert_check_report(result, self.expected(dagster_project, "✓✗✗✗✗✗"))
+
+    def test_the_solution_materialized_as_the_ui_does_passes_every_point(self, dagster_project):
+        assets = ["raw_customers", "customer_features", "candidate_scores"]
+        self.materialize(dagster_project, SOLUTION_LOCATION, assets)
+        self.materialize(
+            dagster_project,
+            SOLUTION_LOCATION,
+            ["customer_features"],
+            customer_features={"test_size": 0.3},
+        )
+        result = self.check(dagster_project, SOLUTION)
+        assert_check_report(result, self.expected(dagster_project, "✓✓✓✓✓✓"))
+
+    def test_the_graph_mends_on_reload(self, dagster_project):
+        """A misspelled dependency breaks the location and the check names it; the solved
+        code, once reloaded, shows its edges (nothing materialized yet under this prefix)."""
+        exercise = dagster_project.project / EXERCISE
+        untouched = exercise.read_text()
+        misspelled = (
+            "\n\n@asset(key_prefix=PREFIX)\n"
+            "def candidate_scores(customer_featurez: DataSplit) -> int:\n"
+            "    return 1\n\n\n"
+            "defs = Definitions(assets=[raw_customers, customer_features, candidate_scores])\n"
+        )
+        try:
+            exercise.write_text(untouched + misspelled)
+            assert self.reload(dagster_project, EXERCISE_LOCATION) == "PythonError"
+            broken = self.check(dagster_project, EXERCISE)
+            assert_check_report(broken, self.expected(dagster_project, "✗✗✗✗✗✗"))
+            exercise.write_text((dagster_project.project / SOLUTION).read_text())
+            assert self.reload(dagster_project, EXERCISE_LOCATION) == "RepositoryLocation"
+            mended = self.check(dagster_project, EXERCISE)
+            assert_check_report(mended, self.expected(dagster_project, "✓✓✓✗✗✗"))
+        finally:
+            exercise.write_text(untouched)
+            self.reload(dagster_project, EXERCISE_LOCATION)
 
 
 def test_turning_the_schedule_on(dagster_project: DagsterProject) -> None:

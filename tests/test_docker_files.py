@@ -31,6 +31,7 @@ PREFECT_SERVICES = {"prefect-server", "prefect-worker"}
 CODE_SERVERS = {  # service: the code location it serves
     "dagster-pipeline-code": "churn_pipeline",
     "dagster-workshop-code": "churn_workshop",
+    "dagster-exercises-code": "churn_exercises",
 }
 DAGSTER_SERVICES = {*CODE_SERVERS, "dagster-webserver", "dagster-daemon"}
 

@@ -107,7 +107,12 @@ class Answers:
         """The services `up --wait` waits for in the first `docker compose up`."""
         prefect = ["prefect-server"] if self.prefect else []
         dagster = (
-            ["dagster-pipeline-code", "dagster-workshop-code", "dagster-webserver"]
+            [
+                "dagster-pipeline-code",
+                "dagster-workshop-code",
+                "dagster-exercises-code",
+                "dagster-webserver",
+            ]
             if self.orchestrator == "dagster"
             else []
         )
