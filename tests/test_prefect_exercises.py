@@ -1,7 +1,8 @@
 """The Prefect exercises, as a class does them: against a real `make dev` stack.
 
-One teacher's copy (orchestrator=prefect, include_solutions=true) gets the dev stack.
-First the untouched exercise file: every step's check fails, each point with the
+One teacher's copy (orchestrator=prefect, include_solutions=true) gets the dev stack,
+and no data step: the first exercise command writes the seeded data set, as in the
+quick start. First the untouched exercise file: every step's check fails, each point with the
 hint of the project's catalog, including after the step was run as plain Python.
 Then a step 2 without retries, which fails however often it is run. Then the
 teacher's solution, step by step: each step run as a student runs it, then its
@@ -77,7 +78,7 @@ def stack(project: Path, project_env_for) -> Iterator[Stack]:
         "SCHEDULE_CRON": "* * * * *",
         "PREFECT_HOME": str(project / ".workshop" / "client-prefect"),
     }
-    env.run([str(env.python), "generate_sample_data.py"], project, **servers)
+    # No `make data`: the first command that needs the data writes it (the quick start).
     with DevStack(env, project, **servers):
         yield Stack(project, env, servers)
 
@@ -97,8 +98,13 @@ class TestUntouchedFile:
     """What a student sees before writing anything: every point fails, with its hint."""
 
     def test_step1_run_as_plain_python_fails_its_check(self, stack: Stack):
+        """On a fresh copy: the data set is written by this first command that needs it."""
+        data = stack.project / "data" / "customer_data.csv"
+        assert not data.exists()
         run = stack.run(stack.project, EXERCISES, "step1")
         assert run.returncode == 0, run.stderr[-3000:]  # plain Python trains fine...
+        written = sentence_pattern(messages(stack.project)["data"]["seeded_data_written"])
+        assert written.search(run.stderr) and data.is_file(), run.stderr[-3000:]
         check = stack.run(stack.project, EXERCISES, "check", "step1")
         assert_points(check, stack.project, 1, "✗")  # ...but leaves nothing on the server
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from pathlib import Path
 
@@ -9,6 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputFileNotFoundError, WorkshopError
+from .messages import text
+
+logger = logging.getLogger(__name__)
 
 TARGET = "churned"
 ID_COLUMN = "customer_id"
@@ -96,6 +101,20 @@ def save_customer_data(frame: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
+    return path
+
+
+def write_seeded_data(path: Path) -> Path:
+    """Write the seeded data set that `make data` writes, where it is missing.
+
+    The first command that needs the data creates it, so a fresh copy runs part 1
+    with no data step; written to a temporary file first, so that two servers
+    starting at once never read half a file.
+    """
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    save_customer_data(generate_customer_data(), partial)
+    partial.replace(path)
+    logger.warning(text("data.seeded_data_written", path=path))
     return path
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .config import Settings, load_settings
-from .data import load_customer_data, validate_customer_data
+from .data import load_customer_data, validate_customer_data, write_seeded_data
 from .evaluation import PRIMARY_METRIC, best_model_name, evaluate_model
 from .features import train_test_frames
 from .tracking import (
@@ -33,6 +33,9 @@ class DataSplit:
 
 
 def load_validated_data(settings: Settings) -> pd.DataFrame:
+    """The customers of DATA_PATH, checked; the seeded data set is written if missing."""
+    if settings.uses_seeded_data and not settings.data_path.exists():
+        write_seeded_data(settings.data_path)
     frame = load_customer_data(settings.data_path)
     validate_customer_data(frame)
     return frame
