@@ -129,6 +129,26 @@ def check_local_links(project: Path) -> None:
             assert path.exists(), f"{page.relative_to(project)} links to missing {target}"
 
 
+def check_commands_exist(project: Path) -> None:
+    """Every command the docs give a student exists in this render: each `make` verb is a
+    Makefile target, each `python path/to/script.py` a file, each `python -m <package> verb`
+    a sub-command of the package's command line."""
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", (project / "Makefile").read_text(), re.M))
+    cli = (project / "src" / DEFAULT_PACKAGE / "__main__.py").read_text()
+    verbs = set(re.findall(r'add_parser\(\s*"([a-z-]+)"', cli))
+    for page in [project / "README.md", *project.glob("docs/*.md")]:
+        # Commands are code: fenced blocks and `inline` spans, not prose ("make it a flow").
+        text = "\n".join(re.findall(r"```.*?```|`[^`\n]+`", page.read_text(), re.S))
+        where = page.relative_to(project)
+        # (`make dagster-*` names a family of verbs, not one)
+        for verb in re.findall(r"(?<![\w-])make ([a-z][a-z0-9-]*[a-z0-9])(?![\w*-])", text):
+            assert verb in targets, f"{where} gives `make {verb}`, which the Makefile lacks"
+        for script in re.findall(r"python3? ((?:pipelines/|generate_)[\w/.-]+\.py)", text):
+            assert (project / script).is_file(), f"{where} runs {script}, not in this render"
+        for verb in re.findall(rf"python -m {DEFAULT_PACKAGE} ([a-z][a-z-]*)", text):
+            assert verb in verbs, f"{where} gives `python -m {DEFAULT_PACKAGE} {verb}`"
+
+
 def run_tool(*args: str | Path, cwd: Path) -> None:
     result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True)
     assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout}\n{result.stderr}"
@@ -186,6 +206,7 @@ def test_combination_renders_a_clean_project(answers: dict, template_dir: Path, 
     check_no_jinja_leftovers(project)
     check_sources_parse(project)
     check_local_links(project)
+    check_commands_exist(project)
     run_tool(DEV_BIN / "ruff", "check", "--no-cache", ".", cwd=project)
     run_tool(DEV_BIN / "ruff", "format", "--check", "--no-cache", ".", cwd=project)
     for relative, schema in CI_SCHEMAS.items():
