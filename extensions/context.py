@@ -26,17 +26,15 @@ class DerivedContext(ContextHook):
         # Dagster's code locations, each served by a code server of its own: the reference
         # pipeline, part 1's task-style job, the exercise, and in the teacher's copy the
         # exercise's solution. Named once for make dev, the workspace and compose.
-        solutions = context.get("include_solutions", False)
-        context["dagster_code_locations"] = {
+        exercises = "pipelines/workshop/dagster/Dagster_Exercises"
+        locations = {
             "churn_pipeline": "pipelines/examples/Dagster_ML_Pipeline.py",
             "churn_workshop": "pipelines/workshop/dagster/Dagster_Workshop.py",
-            "churn_exercises": "pipelines/workshop/dagster/Dagster_Exercises.py",
-            **(
-                {"churn_exercises_solution": "pipelines/workshop/dagster/Dagster_Exercises_solution.py"}
-                if solutions
-                else {}
-            ),
+            "churn_exercises": f"{exercises}.py",
         }
+        if context.get("include_solutions", False):
+            locations["churn_exercises_solution"] = f"{exercises}_solution.py"
+        context["dagster_code_locations"] = locations
         # Seconds between a Prefect flow run's heartbeats (Prefect's minimum), named once for
         # the native worker's config and the container's.
         context["prefect_heartbeat_seconds"] = 30

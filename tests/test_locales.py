@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import string
 import tomllib
-from pathlib import Path
 
 import pytest
 
