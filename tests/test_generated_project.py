@@ -102,6 +102,8 @@ def test_make_data_writes_the_customer_csv(render_project, project_env_for):
 
 
 def test_missing_data_file_is_one_clear_line(render_project, project_env_for):
+    """A data file of the student's (DATA_PATH) that is missing is named, never invented;
+    only the seeded data set is written where it is missing."""
     project = render_project("no-data")
     project_env = project_env_for(project)
     result = project_env.run(
@@ -109,8 +111,11 @@ def test_missing_data_file_is_one_clear_line(render_project, project_env_for):
         project,
         check=False,
         MLFLOW_TRACKING_URI="sqlite:///mlflow.db",
+        DATA_PATH="data/exported_customers.csv",
     )
     assert result.returncode == 1
+    assert "exported_customers.csv not found" in result.stderr
+    assert not (project / "data" / "exported_customers.csv").exists()
     assert "Traceback" not in result.stderr
     assert "generate_sample_data.py" in result.stderr
 
