@@ -134,7 +134,8 @@ def main() -> None:
     env.run([str(env.python), "-m", DEFAULT_PACKAGE, "generate-data"], project)
     logs = project / ".workshop" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    workspace = str(project / "dagster_home" / "workspace.yaml")
+    # `make dev` writes the workspace it serves, with the code servers' sockets in /tmp.
+    workspace = str(project / ".workshop" / "workspace.yaml")
     # The reference pipeline's code location holds the schedule.
     schedule = ["-w", workspace, "-l", "churn_pipeline", "churn_training_schedule"]
     processes = []

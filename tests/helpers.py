@@ -387,14 +387,16 @@ def uv_executable() -> str:
     return str(beside) if beside.exists() else shutil.which("uv") or "uv"
 
 
-def make_commands(project: Path, verb: str) -> list[str]:
-    """The shell commands ``make VERB`` runs in ``project``, as ``make -n`` prints them.
+def make_commands(project: Path, verb: str, **variables: str) -> list[str]:
+    """The shell commands ``make VERB`` runs in ``project``, as ``make -n`` prints them,
+    with ``variables`` set on make's command line.
 
     Run one at a time, they can be timed step by step, or started from another folder,
     while staying exactly what the student's verb runs.
     """
+    assignments = [f"{name}={value}" for name, value in variables.items()]
     listed = subprocess.run(
-        ["make", "--no-print-directory", "-n", verb],
+        ["make", "--no-print-directory", "-n", verb, *assignments],
         cwd=project,
         capture_output=True,
         text=True,

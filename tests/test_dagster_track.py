@@ -38,6 +38,7 @@ from helpers import (
     csv_without_column,
     dagster_graphql,
     dagster_runs,
+    make_commands,
     messages,
     mlflow_runs_tagged,
     one_line_error,
@@ -231,7 +232,9 @@ def sensors_initialized(project: DagsterProject) -> bool:
 
 
 def prepare_project(render_project, project_env_for) -> DagsterProject:
-    project = render_project("dagster", **ANSWERS)
+    # As deep as a project in a student's Documents folder can be: no socket path may
+    # then fit under it (a Unix socket's path has 107 bytes at most).
+    project = render_project("dagster-" + "deep-in-a-students-documents-folder-" * 2, **ANSWERS)
     project_env = project_env_for(project)
     project_env.run(
         [str(project_env.python), "-m", DEFAULT_PACKAGE, "generate-data", "--rows", "2000"],
@@ -407,10 +410,21 @@ class TestExercise:
 
 
 def test_turning_the_schedule_on(dagster_project: DagsterProject) -> None:
-    """As the UI's toggle does; the scheduled run is checked last, while other tests run."""
-    result = dagster_project.graphql(START_SCHEDULE, selector=SCHEDULE_SELECTOR)["startSchedule"]
-    assert result["__typename"] == "ScheduleStateResult", result
-    assert result["scheduleState"]["status"] == "RUNNING"
+    """With the verb the guide gives, on the native stack (DAGSTER_IN_DOCKER emptied,
+    whatever Docker runs); the scheduled run is checked last, while other tests run.
+
+    Its last command only: the first writes .env, which Dagster's CLI would then load over
+    the environment the tests give their commands (their ports, their DATA_PATH).
+    """
+    python = str(dagster_project.env.python)
+    *_, turn_on = make_commands(
+        dagster_project.project, "dagster-schedule-on", PYTHON=python, DAGSTER_IN_DOCKER=""
+    )
+    assert ".workshop/workspace.yaml" in turn_on, turn_on  # make dev's sockets, in /tmp
+    dagster_project.env.run(["bash", "-c", turn_on], dagster_project.project)
+    schedules = workspace_repository(dagster_project)["schedules"]
+    [state] = [s["scheduleState"]["status"] for s in schedules if s["name"] == SCHEDULE]
+    assert state == "RUNNING"
     dagster_project.schedule_started_at = time.monotonic()
 
 
