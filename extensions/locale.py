@@ -10,6 +10,7 @@ the language itself. Standard library only, as for the validators.
 
 from __future__ import annotations
 
+import functools
 import textwrap
 import tomllib
 from pathlib import Path
@@ -22,7 +23,9 @@ LOCALES = Path(__file__).resolve().parent.parent / "locales"
 LINE_LENGTH = 100  # the generated project's ruff line length
 
 
+@functools.cache
 def load_locale(language: str) -> dict:
+    """Read once per language: copier builds a context, and runs this hook, per path."""
     return tomllib.loads((LOCALES / f"{language}.toml").read_text("utf-8"))
 
 
