@@ -45,6 +45,7 @@ from helpers import (
     dagster_runs,
     free_port,
     listening,
+    messages,
     mlflow_api,
     mlflow_runs_tagged,
     places_holding,
@@ -56,6 +57,7 @@ from helpers import (
     python_interpreter,
     record_fault,
     scheduled_prefect_run,
+    sentence_pattern,
     succeeded,
     trained_candidates,
     wait_for_output,
@@ -293,11 +295,13 @@ def host_deploy_and_parts_run_against_the_containers(student: Student) -> None:
         deploy, student.work / "deploy.log", "Press Ctrl+C", Deadline.DEPLOYED, "deploy"
     )
     student.facts["deploy"] = deploy
+    texts = messages(student.project)["workshop"]["prefect"]
     shows = {  # what each part prints when it worked
-        "part1": r"churned",
+        "part1": sentence_pattern(texts["part1"]["summary"]),
         # The schedule may have promoted a champion already: part 5 then compares with it.
-        "part5": r"churn-classifier version \d+ (is the new|did not beat the) champion",
-        "part7": r"part7-broken-data failed as intended",  # its failure is the lesson
+        "part5": re.compile(r"churn-classifier version \d+ (is the new|did not beat the) champion"),
+        # Its failure is the lesson.
+        "part7": sentence_pattern(texts["part7"]["failed_as_intended"]),
     }
     for part, shown in shows.items():
         output = student.run(f"python pipelines/workshop/prefect/Prefect_Workshop.py {part}")

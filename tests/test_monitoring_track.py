@@ -43,6 +43,7 @@ from helpers import (
     csv_without_column,
     dagster_graphql,
     dagster_runs,
+    messages,
     mlflow_api,
     mlflow_search_runs,
     one_line_error,
@@ -305,7 +306,8 @@ def test_part8_monitors_the_newest_batch_in_the_workshop(stack: Stack, prefect_c
     """What a student runs: the same flow in the workshop's process, on the newest batch."""
     batch, _ = prefect_clean
     result = stack.python(WORKSHOP, "part8")
-    assert "Part 8" in result.stdout and f"{batch.name}: no drift" in result.stdout
+    title = messages(stack.project)["workshop"]["prefect"]["part8"]["title"]
+    assert title in result.stdout and f"{batch.name}: no drift" in result.stdout
     assert len(monitoring_runs(stack, batch)) == 2  # the deployment's run, then this one
     assert prefect_flow_runs(stack.prefect, TRAINING_FLOW) == []
 

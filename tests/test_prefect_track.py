@@ -14,7 +14,6 @@ deployment is started before part 7 so that its schedule ticks while part 7 runs
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import tempfile
@@ -36,6 +35,7 @@ from helpers import (
     WebhookRecorder,
     champion_version,
     free_port,
+    messages,
     mlflow_runs_tagged,
     places_holding,
     prefect_flow_runs,
@@ -43,6 +43,7 @@ from helpers import (
     prefect_post,
     run_metrics,
     scheduled_prefect_run,
+    sentence_pattern,
     stack_env,
     succeeded,
     trained_candidates,
@@ -199,7 +200,8 @@ def bad_input(project: Path, project_env_for) -> dict[str, subprocess.CompletedP
 def test_no_part_or_an_unknown_part_lists_the_parts(project: Path, bad_input):
     listed, unknown = succeeded(bad_input["no part"]), bad_input["unknown part"]
     assert unknown.returncode != 0
-    assert "Unknown part 'part6'" in unknown.stderr
+    unknown_part = messages(project)["workshop"]["prefect"]["unknown_part"]
+    assert unknown_part.format(part="part6") in unknown.stderr
     for part in PARTS:
         assert part in listed.stdout and part in unknown.stderr
     assert "Traceback" not in unknown.stderr
@@ -235,7 +237,9 @@ def parts(stack: Stack, project_env_for) -> dict[str, subprocess.CompletedProces
 
 
 def test_part1_tasks_and_flows(stack: Stack, parts):
-    assert "Part 1" in parts["part1"].stdout and "In the Prefect UI" in parts["part1"].stdout
+    texts = messages(stack.project)["workshop"]["prefect"]
+    assert texts["part1"]["title"] in parts["part1"].stdout
+    assert sentence_pattern(texts["in_ui"]).search(parts["part1"].stdout)
     [run] = flow_runs(stack, "part1-first-flow")
     assert_completed([run], "part1-first-flow")
     names = sorted(task["name"].rsplit("-", 1)[0] for task in task_runs(stack, run["id"]))
@@ -256,7 +260,9 @@ def test_part2_retries_are_visible(stack: Stack, parts):
 
 def test_part3_caches_features_and_trains_in_parallel(stack: Stack, parts):
     output = parts["part3"].stdout
-    assert "second run: feature task Cached" in output
+    texts = messages(stack.project)["workshop"]["prefect"]["part3"]
+    second_run = texts["second_run"].format(state="Cached", seconds="{seconds}")
+    assert sentence_pattern(second_run).search(output), output
     first, second = flow_runs(stack, "part3-features")
     assert_completed([first, second], "part3-features", count=2)
     [cached] = task_runs(stack, second["id"])
@@ -269,7 +275,7 @@ def test_part3_caches_features_and_trains_in_parallel(stack: Stack, parts):
     first_end = min(timestamp(t["end_time"]) for t in training)
     assert last_start < first_end, "the three training tasks did not overlap"
     assert_completed(flow_runs(stack, "part3-sequential-training"), "sequential")
-    assert re.search(r"sequential [\d.]+ s, parallel [\d.]+ s", output)
+    assert sentence_pattern(texts["training_times"]).search(output), output
 
 
 def test_part4_validates_parameters_and_runs_subflows(stack: Stack, parts):
