@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 
 import pytest
 
@@ -138,6 +139,21 @@ def test_taken_port_is_reported_before_anything_starts(render_project, project_e
     assert f"port {port} (MLFLOW_PORT" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project / ".workshop" / "logs").exists(), "nothing may start"
+
+
+def test_clean_state_forgets_every_local_server_and_keeps_the_configuration(render_project):
+    """The teacher's fresh start between sessions: MLflow's and Prefect's state in
+    .workshop/, Dagster's in dagster_home/, gone; the files the project ships, kept."""
+    project = render_project("clean-state", orchestrator="both")
+    state = [".workshop/mlflow/mlflow.db", "dagster_home/storage/runs.db"]
+    state += ["dagster_home/history/runs.db", "dagster_home/schedules/schedules.db"]
+    for relative in state:
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_text("state")
+    subprocess.run(["make", "clean-state"], cwd=project, check=True, capture_output=True)
+    assert [relative for relative in state if (project / relative).exists()] == []
+    assert (project / "dagster_home/dagster.yaml").is_file()
+    assert (project / "dagster_home/workspace.yaml").is_file()
 
 
 def test_unreachable_tracking_server_is_named(render_project, project_env_for):
