@@ -54,6 +54,9 @@ MLFLOW = {
     "src/{package}/serving.py",
 }
 
+# The orchestrator guide: rendered always, comparing whichever orchestrators the render has.
+ORCHESTRATION = {"docs/orchestrators.md"}
+
 # Rendered when include_notebooks is true.
 NOTEBOOKS = {
     "notebooks/01_messy_notebook.ipynb",
@@ -112,7 +115,7 @@ CI = {"github": {".github/workflows/ci.yml"}, "gitlab": {".gitlab-ci.yml"}, "non
 
 def expected_files(answers: dict) -> set[str]:
     orchestrator = answers["orchestrator"]
-    files = CORE | MLFLOW | DOCKER | CI[answers["ci"]]
+    files = CORE | MLFLOW | ORCHESTRATION | DOCKER | CI[answers["ci"]]
     solutions = answers.get("include_solutions", False)
     if answers["include_notebooks"]:
         files |= NOTEBOOKS | (SOLUTIONS["notebooks"] if solutions else set())

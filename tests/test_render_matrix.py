@@ -261,12 +261,14 @@ def test_docs_follow_the_chosen_language(render_project):
         titles[language] = {path.name: path.read_text().splitlines()[0] for path in pages}
     assert titles["fr"] == {
         "mlflow_cheatsheet.md": "# Aide-mémoire MLflow",
+        "orchestrators.md": "# Guide des orchestrateurs",
         "prefect.md": "# Parcours Prefect",
         "dagster.md": "# Parcours Dagster (bonus)",
         "README_DOCKER.md": "# Guide Docker : la pile de l’atelier dans Docker Compose",
     }
     assert titles["en"] == {
         "mlflow_cheatsheet.md": "# MLflow cheat sheet",
+        "orchestrators.md": "# Orchestrator guide",
         "prefect.md": "# Prefect track",
         "dagster.md": "# Dagster track (bonus)",
         "README_DOCKER.md": "# Docker guide: the workshop's stack in Docker Compose",
