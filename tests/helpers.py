@@ -649,8 +649,10 @@ CHECK_MARKS = re.compile(r"^  ([✓✗]) (.*)$", re.MULTILINE)
 
 
 def messages(project: Path) -> dict:
-    """The render's message catalog: what its programs print, in its language."""
-    return tomllib.loads((project / "src" / DEFAULT_PACKAGE / "messages.toml").read_text())
+    """The render's message catalog: what its programs print, in its language (its package
+    is named after its answers: the Docker stories answer their own project names)."""
+    [catalog] = (project / "src").glob("*/messages.toml")
+    return tomllib.loads(catalog.read_text())
 
 
 def sentence_pattern(sentence: str) -> re.Pattern:
