@@ -291,9 +291,8 @@ def host_deploy_and_parts_run_against_the_containers(student: Student) -> None:
     deploy = student.start(
         "python pipelines/workshop/prefect/Prefect_Workshop.py deploy", "deploy.log"
     )
-    wait_for_output(
-        deploy, student.work / "deploy.log", "Press Ctrl+C", Deadline.DEPLOYED, "deploy"
-    )
+    watching = messages(student.project)["prefect"]["deploy"]["watching"]
+    wait_for_output(deploy, student.work / "deploy.log", watching, Deadline.DEPLOYED, "deploy")
     student.facts["deploy"] = deploy
     texts = messages(student.project)["workshop"]["prefect"]
     shows = {  # what each part prints when it worked
@@ -309,7 +308,8 @@ def host_deploy_and_parts_run_against_the_containers(student: Student) -> None:
     champion = champion_version(student.url("mlflow"))
     assert champion.status_code == 200, champion.text
     deploy_log = student.log("deploy.log")
-    assert "1 worker(s) of the pool" in deploy_log, deploy_log
+    online = messages(student.project)["prefect"]["workers"]["online"]
+    assert online.format(count=1) in deploy_log, deploy_log
     assert f"http://127.0.0.1:{student.ports['prefect']}/deployments/" in deploy_log
 
 
@@ -355,7 +355,8 @@ def a_killed_worker_crashes_its_run_and_the_restarted_one_runs_the_next(
         "python pipelines/workshop/prefect/Prefect_Workshop.py deploy", "redeploy.log"
     )
     log = student.work / "redeploy.log"
-    wait_for_output(deploy, log, "Press Ctrl+C", Deadline.DEPLOYED, "deploy again")
+    watching = messages(student.project)["prefect"]["deploy"]["watching"]
+    wait_for_output(deploy, log, watching, Deadline.DEPLOYED, "deploy again")
 
     def training() -> dict | None:
         """A new scheduled run that logs to MLflow: its heartbeats have started."""
@@ -441,7 +442,8 @@ def monitoring_in_the_containers(student: Student) -> None:
             "python pipelines/workshop/prefect/Prefect_Workshop.py monitor-deploy", "monitor.log"
         )
         log = student.work / "monitor.log"
-        wait_for_output(monitor, log, "Press Ctrl+C", Deadline.DEPLOYED, "monitor-deploy")
+        watching = messages(student.project)["prefect"]["deploy"]["watching"]
+        wait_for_output(monitor, log, watching, Deadline.DEPLOYED, "monitor-deploy")
         api = f"{student.url('prefect')}/api"
         info = prefect_get(f"{api}/deployments/name/{MONITORING_FLOW}/{MONITORING_DEPLOYMENT}")
         monitoring = scheduled_prefect_run(

@@ -34,6 +34,7 @@ from helpers import (
     WebhookRecorder,
     champion_version,
     listening,
+    messages,
     mlflow_api,
     mlflow_search_runs,
     one_line_error,
@@ -43,6 +44,7 @@ from helpers import (
     prefect_post,
     prefect_scheduled_runs,
     record_fault,
+    sentence_pattern,
     stack_env,
     wait_for_output,
     wait_until,
@@ -139,7 +141,8 @@ def scene(render_project, project_env_for) -> Iterator[Scene]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for_output(deploy, deploy_log, "Press Ctrl+C", Deadline.DEPLOYED, "deploy")
+        watching = messages(project)["prefect"]["deploy"]["watching"]
+        wait_for_output(deploy, deploy_log, watching, Deadline.DEPLOYED, "deploy")
         url = f"{scene.api}/deployments/name/{FLOW}/{DEPLOYMENT}"
         scene.deployment_id = prefect_get(url)["id"]
         yield scene
@@ -214,7 +217,8 @@ def test_the_failure_is_notified_with_the_server_named(scene: Scene, mlflow_kill
         return next((content for content in contents if run["name"] in content), None)
 
     failure = wait_until(failure_message, Deadline.NOTIFIED, f"no message about {run['name']}")
-    assert failure.startswith("❌") and f"{FLOW} failed" in failure
+    failed = messages(scene.project)["prefect"]["notify"]["failed"].format(flow=FLOW)
+    assert failure.startswith("❌") and failed in failure
     assert f"MLflow tracking server at {scene.mlflow} is not reachable" in failure
 
 
@@ -421,7 +425,9 @@ def test_a_cron_prefect_refuses_is_named_and_changes_nothing(scene: Scene, resta
         check=False,
         **{**scene.env, "SCHEDULE_CRON": "61 * * * *"},
     )
-    assert "SCHEDULE_CRON='61 * * * *' is not a cron expression" in one_line_error(result)
+    bad_cron = messages(scene.project)["prefect"]["schedule"]["bad_cron"]
+    refused = bad_cron.format(variable="SCHEDULE_CRON", expression="61 * * * *", error="{error}")
+    assert sentence_pattern(refused).search(one_line_error(result))
     deployment = prefect_get(f"{scene.api}/deployments/{scene.deployment_id}")
     assert deployment["schedules"][0]["schedule"]["cron"] == "* * * * *"
 

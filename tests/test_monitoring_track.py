@@ -51,6 +51,7 @@ from helpers import (
     prefect_get,
     prefect_post,
     run_metrics,
+    sentence_pattern,
     stack_env,
     trained_candidates,
     wait_for_output,
@@ -237,7 +238,8 @@ def deployment(stack: Stack) -> Iterator[MonitoringDeployment]:
             start_new_session=True,
         )
     try:
-        wait_for_output(process, log, "Press Ctrl+C", Deadline.DEPLOYED, "monitor-deploy")
+        watching = messages(stack.project)["prefect"]["deploy"]["watching"]
+        wait_for_output(process, log, watching, Deadline.DEPLOYED, "monitor-deploy")
         yield MonitoringDeployment(
             process,
             log,
@@ -365,10 +367,13 @@ def test_prefect_bad_batch_fails_the_flow_run_and_the_mlflow_run(stack: Stack, p
     assert_failed_run_says(stack, batch, expected)
 
 
-def test_monitor_deploy_stops_on_ctrl_c(deployment: MonitoringDeployment, prefect_bad):
+def test_monitor_deploy_stops_on_ctrl_c(
+    stack: Stack, deployment: MonitoringDeployment, prefect_bad
+):
     deployment.process.send_signal(signal.SIGINT)
     assert deployment.process.wait(timeout=30) == 0
-    assert "Schedule paused" in deployment.log.read_text()
+    paused = messages(stack.project)["prefect"]["schedule"]["paused"]
+    assert sentence_pattern(paused).search(deployment.log.read_text())
 
 
 # --- Dagster: batch predictions, the drift check, the retraining sensor --------------------

@@ -188,7 +188,8 @@ class TestSolution:
         finally:
             watcher.send_signal(signal.SIGINT)
             watcher.wait(timeout=Deadline.STOPPED)
-        assert "Schedule paused" in log.read_text()
+        paused = messages(stack.project)["prefect"]["schedule"]["paused"]
+        assert sentence_pattern(paused).search(log.read_text())
 
     def test_step6_runs(self, stack: Stack):
         run = stack.run(stack.project, SOLUTION, "step6")

@@ -211,9 +211,11 @@ def test_no_part_or_an_unknown_part_lists_the_parts(project: Path, bad_input):
     assert f"{WORKSHOP} part3" in make.stdout, make.stdout + make.stderr
 
 
-def test_server_not_running_names_prefect_api_url(bad_input):
+def test_server_not_running_names_prefect_api_url(project: Path, bad_input):
     result = bad_input["no server"]
     assert result.returncode == 1, result.stdout + result.stderr
+    unreachable = messages(project)["prefect"]["server_unreachable"]
+    assert sentence_pattern(unreachable).search(result.stderr), result.stderr
     assert "PREFECT_API_URL=http://127.0.0.1:" in result.stderr and "make dev" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
@@ -280,7 +282,9 @@ def test_part3_caches_features_and_trains_in_parallel(stack: Stack, parts):
 
 def test_part4_validates_parameters_and_runs_subflows(stack: Stack, parts):
     output = parts["part4"].stdout
-    assert "unknown model(s) ['deep_net']" in output
+    unknown_models = messages(stack.project)["prefect"]["unknown_models"]
+    refused = unknown_models.format(unknown=["deep_net"], choices="{choices}")
+    assert sentence_pattern(refused).search(output), output
     assert "test_size: Input should be less than 1" in output
     [parent] = flow_runs(stack, "part4-compare-models")
     assert_completed([parent], "part4-compare-models")
@@ -357,7 +361,8 @@ def deployment(stack: Stack, project_env: ProjectEnv, pipeline) -> Iterator[Depl
             start_new_session=True,
         )
     try:
-        wait_for_output(process, log, "Press Ctrl+C", Deadline.DEPLOYED, "deploy")
+        watching = messages(stack.project)["prefect"]["deploy"]["watching"]
+        wait_for_output(process, log, watching, Deadline.DEPLOYED, "deploy")
         registered = time.monotonic()  # the schedule's clock starts here, not at Python's start
         url = f"{stack.api}/deployments/name/{PIPELINE_FLOW}/{DEPLOYMENT}"
         yield Deployment(process, log, prefect_get(url), registered)
@@ -418,8 +423,9 @@ def notified(render_project, project_env_for, stack: Stack, deployment) -> Notif
 def test_part7_sends_discord_messages(stack: Stack, notified: Notified):
     assert [set(payload) for payload in notified.discord] == [{"content"}, {"content"}]
     success, failure = (payload["content"] for payload in notified.discord)
-    assert success.startswith("✅") and f"{PIPELINE_FLOW} succeeded" in success
-    assert failure.startswith("❌") and "part7-broken-data failed" in failure
+    titles = messages(stack.project)["prefect"]["notify"]
+    assert success.startswith("✅") and titles["succeeded"].format(flow=PIPELINE_FLOW) in success
+    assert failure.startswith("❌") and titles["failed"].format(flow="part7-broken-data") in failure
     assert "Missing column(s): churned" in failure and "/runs/flow-run/" in failure
     broken = flow_runs(stack, "part7-broken-data")
     assert [run["state"]["type"] for run in broken] == ["FAILED", "FAILED"]  # both projects
@@ -430,10 +436,12 @@ def test_both_orchestrators_render_sends_slack_messages(notified: Notified):
     assert (notified.both / "pipelines/workshop/dagster").is_dir()
     assert [set(payload) for payload in notified.slack] == [{"text", "blocks"}] * 2
     success, failure = notified.slack
-    assert success["text"].startswith("✅") and f"{PIPELINE_FLOW} succeeded" in success["text"]
+    titles = messages(notified.both)["prefect"]["notify"]
+    succeeded_title = titles["succeeded"].format(flow=PIPELINE_FLOW)
+    assert success["text"].startswith("✅") and succeeded_title in success["text"]
     block = failure["blocks"][0]
     assert block["type"] == "section" and block["text"]["type"] == "mrkdwn"
-    assert "part7-broken-data failed" in block["text"]["text"]
+    assert titles["failed"].format(flow="part7-broken-data") in block["text"]["text"]
 
 
 def test_the_webhook_urls_are_written_nowhere(stack: Stack, notified: Notified):
@@ -464,5 +472,6 @@ def test_a_scheduled_run_completes_by_itself(stack: Stack, deployment: Deploymen
     assert trained_candidates(stack.mlflow, "prefect_flow_run_id", run["id"]) == CANDIDATES
     deployment.process.send_signal(signal.SIGINT)
     assert deployment.process.wait(timeout=Deadline.STOPPED) == 0
-    assert "Schedule paused" in deployment.log.read_text()
+    paused = messages(stack.project)["prefect"]["schedule"]["paused"]
+    assert sentence_pattern(paused).search(deployment.log.read_text())
     assert prefect_get(f"{stack.api}/deployments/{deployment.info['id']}")["paused"] is True
