@@ -341,7 +341,8 @@ class DevStack:
         # The dev stack bounds each server's start itself and exits naming the slow one;
         # this deadline only guards against the stack itself hanging.
         deadline = time.monotonic() + 900
-        while "All services are up" not in self.output():
+        all_up = messages(project)["devstack"]["all_up"]  # in the class's language
+        while all_up not in self.output():
             if self.process.poll() is not None:
                 raise AssertionError(f"dev stack exited early:\n{self.report()}")
             if time.monotonic() > deadline:
@@ -678,3 +679,116 @@ def assert_check_report(
         assert sentence_pattern(sentence).fullmatch(line), f"{line!r} is not {sentence!r}\n{report}"
     passed = all(mark == "✓" for mark, _ in expected)
     assert result.returncode == (0 if passed else 1), report
+
+
+# --- The class's language -------------------------------------------------------------------
+
+# Words that carry no meaning of their own, so every sentence of a language has some.
+FUNCTION_WORDS = {
+    "en": {
+        "the",
+        "and",
+        "is",
+        "are",
+        "with",
+        "your",
+        "you",
+        "this",
+        "that",
+        "of",
+        "to",
+        "it",
+        "its",
+        "was",
+        "has",
+        "when",
+        "then",
+        "each",
+        "every",
+        "before",
+        "after",
+        "again",
+        "which",
+        "what",
+        "there",
+        "no",
+        "not",
+        "an",
+        "in",
+        "on",
+        "for",
+        "or",
+        "by",
+        "these",
+        "else",
+    },
+    "fr": {
+        "le",
+        "la",
+        "les",
+        "des",
+        "du",
+        "de",
+        "et",
+        "est",
+        "sont",
+        "avec",
+        "votre",
+        "vous",
+        "ce",
+        "cette",
+        "une",
+        "un",
+        "pas",
+        "que",
+        "qui",
+        "pour",
+        "dans",
+        "sur",
+        "au",
+        "aux",
+        "ou",
+        "ne",
+        "ses",
+        "son",
+        "sa",
+        "entre",
+        "aucun",
+        "aucune",
+        "d",
+        "l",
+        "qu",
+        "se",
+        "il",
+        "elle",
+        "puis",
+        "chaque",
+        "quand",
+    },
+}
+CODE = re.compile(r"`[^`]*`|\{[^}]*\}|^ {4}.*$|\S*[_=()@/.:\[\]\"]\S*", re.MULTILINE)
+
+
+def prose_words(sentence: str) -> list[str]:
+    """The sentence's words once code, commands, identifiers and placeholders are gone."""
+    return re.findall(r"[^\W\d_]+", CODE.sub(" ", sentence).lower())
+
+
+def foreign_sentences(text: str, language: str) -> list[str]:
+    """The lines of ``text`` written in another language than ``language``.
+
+    A line counts as foreign when it holds two function words of another language and
+    fewer of its own (code, commands and placeholders are left out first): "the run is
+    Completed" in a French class's output, "le modèle est prêt" in an English one.
+    Function words that two languages spell alike ("on", "un") prove nothing.
+    """
+    own = FUNCTION_WORDS[language]
+    others = set().union(*(words for lang, words in FUNCTION_WORDS.items() if lang != language))
+    others -= own
+    foreign = []
+    for line in text.splitlines():
+        words = prose_words(line)
+        theirs = [word for word in words if word in others]
+        if len(theirs) >= 2 and len(theirs) > sum(word in own for word in words):
+            foreign.append(line.strip())
+    return foreign

@@ -414,8 +414,10 @@ def test_the_killed_run_is_marked_crashed(
 
 def test_make_dev_restarted_the_worker(scene: Scene, worker_killed: KilledWorker):
     output = scene.terminals["prefect"].output()
-    assert "prefect-worker stopped unexpectedly" in output and "restarting it" in output
-    assert "prefect-worker is running again." in output
+    said = messages(scene.project)["devstack"]
+    restarting = sentence_pattern(said["restarting"].replace("{service}", "prefect-worker"))
+    assert restarting.search(output), output[-3000:]
+    assert said["running_again"].format(service="prefect-worker") in output, output[-3000:]
 
 
 def test_a_cron_prefect_refuses_is_named_and_changes_nothing(scene: Scene, restarted: Restart):

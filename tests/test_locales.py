@@ -9,98 +9,15 @@ left in English in the French catalog is caught by reading its words.
 
 from __future__ import annotations
 
-import re
 import string
 import tomllib
 
 import pytest
 
-from helpers import TEMPLATE_ROOT, copier_choices
+from helpers import FUNCTION_WORDS, TEMPLATE_ROOT, copier_choices, prose_words
 
 LANGUAGES = copier_choices("docs_language")
 PACKAGE_DIR = TEMPLATE_ROOT / "template" / "src" / "{{package_name}}"
-# Words that carry no meaning of their own, so every sentence of a language has some.
-FUNCTION_WORDS = {
-    "en": {
-        "the",
-        "and",
-        "is",
-        "are",
-        "with",
-        "your",
-        "you",
-        "this",
-        "that",
-        "of",
-        "to",
-        "it",
-        "its",
-        "was",
-        "has",
-        "when",
-        "then",
-        "each",
-        "every",
-        "before",
-        "after",
-        "again",
-        "which",
-        "what",
-        "there",
-        "no",
-        "not",
-        "an",
-        "in",
-        "on",
-        "for",
-        "or",
-        "by",
-    },
-    "fr": {
-        "le",
-        "la",
-        "les",
-        "des",
-        "du",
-        "de",
-        "et",
-        "est",
-        "sont",
-        "avec",
-        "votre",
-        "vous",
-        "ce",
-        "cette",
-        "une",
-        "un",
-        "pas",
-        "que",
-        "qui",
-        "pour",
-        "dans",
-        "sur",
-        "au",
-        "aux",
-        "ou",
-        "ne",
-        "ses",
-        "son",
-        "sa",
-        "entre",
-        "aucun",
-        "aucune",
-        "d",
-        "l",
-        "qu",
-        "se",
-        "il",
-        "elle",
-        "puis",
-        "chaque",
-        "quand",
-    },
-}
-CODE = re.compile(r"`[^`]*`|\{[^}]*\}|^ {4}.*$|\S*[_=()@/.:\[\]\"]\S*", re.MULTILINE)
 
 
 def catalogs(language: str) -> dict[str, dict]:
@@ -123,11 +40,6 @@ def sentences(section: dict, prefix: str = "") -> dict[str, str]:
 
 def placeholders(sentence: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(sentence) if name is not None}
-
-
-def prose_words(sentence: str) -> list[str]:
-    """The sentence's words once code, commands, identifiers and placeholders are gone."""
-    return re.findall(r"[^\W\d_]+", CODE.sub(" ", sentence).lower())
 
 
 @pytest.mark.parametrize("language", [lang for lang in LANGUAGES if lang != "en"])

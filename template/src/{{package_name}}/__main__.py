@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import report_known_failures
+from .messages import text
 
 
 def generate_data(args: argparse.Namespace) -> None:
@@ -24,7 +25,8 @@ def generate_data(args: argparse.Namespace) -> None:
     seed = 42 if args.seed is None else args.seed
     frame = generate_customer_data(n_customers=args.rows or 5000, seed=seed)
     path = save_customer_data(frame, output)
-    print(f"Wrote {len(frame)} customers ({frame['churned'].mean():.1%} churned) to {path}")
+    churned = frame["churned"].mean()
+    print(text("cli.wrote_customers", rows=len(frame), churned=churned, path=path))
 
 
 def generate_batch(args: argparse.Namespace) -> None:
@@ -34,8 +36,10 @@ def generate_batch(args: argparse.Namespace) -> None:
 
     rows, drift = args.rows or 1000, args.drift or 0.0
     path = write_batch(load_settings().batch_dir, rows, args.seed, drift)
-    kind = f"drifted batch (strength {drift})" if drift else "batch"
-    print(f"Wrote a {kind} of {rows} customers to {path}")
+    if drift:
+        print(text("cli.wrote_drifted_batch", drift=drift, rows=rows, path=path))
+    else:
+        print(text("cli.wrote_batch", rows=rows, path=path))
 
 
 def monitor(args: argparse.Namespace) -> None:
@@ -46,15 +50,15 @@ def monitor(args: argparse.Namespace) -> None:
     settings = load_settings()
     result = monitor_batch(settings, args.batch, tags={"orchestrator": "cli"})
     print(result.report.summary)
-    print(f"Report: {result.run_url} (Artifacts > drift_report.html)")
+    print(text("cli.report", url=result.run_url))
     if not result.drift_detected:
         return
     if args.no_retrain:
-        alert_on_drift(result, "Retraining is off (--no-retrain).")
+        alert_on_drift(result, text("cli.retraining_off"))
         return
     from .pipeline import run_training_pipeline
 
-    alert_on_drift(result, "Retraining started by `make monitor`.")
+    alert_on_drift(result, text("cli.retraining_started"))
     tags = {"trigger": "drift", "monitoring_run_id": result.run_id}
     print(run_training_pipeline(settings=settings, tags=tags).summary)
 
@@ -85,54 +89,56 @@ def predict(args: argparse.Namespace) -> None:
 
     predictions = predict_with_champion(load_settings(), args.input, args.output)
     churn_rate = predictions[PREDICTION_COLUMN].mean()
-    print(f"Wrote {len(predictions)} predictions ({churn_rate:.1%} churn) to {args.output}")
+    print(text("cli.wrote_predictions", rows=len(predictions), churn=churn_rate, path=args.output))
+
+
+def help_text(option: str) -> str:
+    return text(f"cli.help.{option}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"python -m {__package__}", description=__doc__.splitlines()[0]
+        prog=f"python -m {__package__}", description=text("cli.description", package=__package__)
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    command = commands.add_parser("generate-data", help="write the synthetic customer CSV")
-    command.add_argument("--rows", type=int, help="default: 5000, or 1000 for a batch")
-    command.add_argument("--seed", type=int, help="default: 42, or the batch's number + 1000")
-    command.add_argument("--output", help="CSV path (default: DATA_PATH from .env)")
-    command.add_argument(
-        "--batch", action="store_true", help="write the next batch of new customers to BATCH_DIR"
-    )
+    command = commands.add_parser("generate-data", help=help_text("generate_data"))
+    command.add_argument("--rows", type=int, help=help_text("rows"))
+    command.add_argument("--seed", type=int, help=help_text("seed"))
+    command.add_argument("--output", help=help_text("output_data"))
+    command.add_argument("--batch", action="store_true", help=help_text("batch"))
     command.add_argument(
         "--drift",
         type=float,
         nargs="?",
         const=0.8,
         metavar="STRENGTH",
-        help="a batch whose customers have shifted, by 0-1 (default 0.8)",
+        help=help_text("drift"),
     )
     command.set_defaults(handler=generate_data)
 
-    command = commands.add_parser("monitor", help="score a batch with the champion, report drift")
-    command.add_argument("--batch", type=Path, help="CSV of new customers (default: the newest)")
-    command.add_argument("--no-retrain", action="store_true", help="alert on drift, train nothing")
+    command = commands.add_parser("monitor", help=help_text("monitor"))
+    command.add_argument("--batch", type=Path, help=help_text("monitor_batch"))
+    command.add_argument("--no-retrain", action="store_true", help=help_text("no_retrain"))
     command.set_defaults(handler=monitor)
 
-    command = commands.add_parser("train", help="train, log to MLflow, promote the best model")
-    command.add_argument("--models", nargs="+", help="model names (default: all)")
+    command = commands.add_parser("train", help=help_text("train"))
+    command.add_argument("--models", nargs="+", help=help_text("models"))
     command.add_argument("--test-size", type=float, default=0.2)
     command.add_argument("--seed", type=int, default=42)
     command.set_defaults(handler=train)
 
-    command = commands.add_parser("dev", help="start the local servers; Ctrl+C stops them")
-    command.add_argument("--only", nargs="+", metavar="SERVICE", help="start only these services")
+    command = commands.add_parser("dev", help=help_text("dev"))
+    command.add_argument("--only", nargs="+", metavar="SERVICE", help=help_text("only"))
     command.set_defaults(handler=dev)
 
-    command = commands.add_parser("serve-model", help="serve the champion model over HTTP")
-    command.add_argument("--port", type=int, help="default: SERVING_PORT, else MLflow's port + 1")
+    command = commands.add_parser("serve-model", help=help_text("serve_model"))
+    command.add_argument("--port", type=int, help=help_text("port"))
     command.set_defaults(handler=serve_model)
 
-    command = commands.add_parser("predict", help="batch inference: CSV in, predictions CSV out")
-    command.add_argument("--input", type=Path, required=True, help="CSV with the model's columns")
-    command.add_argument("--output", type=Path, required=True, help="where to write predictions")
+    command = commands.add_parser("predict", help=help_text("predict"))
+    command.add_argument("--input", type=Path, required=True, help=help_text("input"))
+    command.add_argument("--output", type=Path, required=True, help=help_text("output_predictions"))
     command.set_defaults(handler=predict)
     return parser
 

@@ -53,7 +53,7 @@ def generate_customer_data(
     draws are exactly those of the training data.
     """
     if not 0.0 <= drift <= 1.0:
-        raise DataValidationError(f"Drift strength {drift} is outside 0-1")
+        raise DataValidationError(text("data.drift_outside", drift=drift))
     rng = np.random.default_rng(seed)
     tenure = shorter_tenure(rng.integers(1, 73, n_customers), drift)
     contract = rng.choice(CONTRACTS, n_customers, p=drifted_contract_mix(drift))
@@ -122,17 +122,11 @@ def load_customer_data(path: str | Path) -> pd.DataFrame:
     """Read the customer CSV, with an actionable message when it is missing."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileNotFoundError(
-            f"Data file {path} not found. Create it with `python generate_sample_data.py` "
-            "(or `make data`)."
-        )
+        raise InputFileNotFoundError(text("data.not_found", path=path))
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise DataValidationError(
-            f"Data file {path} is empty. Write it again with `python generate_sample_data.py` "
-            "(or `make data`)."
-        ) from None
+        raise DataValidationError(text("data.empty", path=path)) from None
 
 
 def data_version(path: str | Path) -> str:
@@ -157,22 +151,17 @@ def text_in_numeric_columns(frame: pd.DataFrame) -> list[str]:
 def validate_customer_data(frame: pd.DataFrame) -> None:
     """Refuse data that would train a meaningless model, naming the problem."""
     if missing := missing_columns(frame, [*FEATURE_COLUMNS, TARGET]):
-        raise DataValidationError(f"Missing column(s): {', '.join(missing)}")
+        raise DataValidationError(text("data.missing_columns", columns=", ".join(missing)))
     if frame.empty:
-        raise DataValidationError("The data set has no rows")
-    if text := text_in_numeric_columns(frame):
-        raise DataValidationError(
-            f"Text in numeric column(s): {', '.join(text)}. Fix the file, or write it again "
-            "with `make data`."
-        )
+        raise DataValidationError(text("data.no_rows"))
+    if numeric := text_in_numeric_columns(frame):
+        raise DataValidationError(text("data.text_in_numeric", columns=", ".join(numeric)))
     if (n_missing := int(frame[TARGET].isna().sum())) > 0:
-        raise DataValidationError(f"Column {TARGET!r} has {n_missing} missing value(s)")
+        raise DataValidationError(text("data.missing_target", column=TARGET, count=n_missing))
     rate = float(frame[TARGET].mean())
     low, high = CHURN_RATE_RANGE
     if not low <= rate <= high:
-        raise DataValidationError(
-            f"Churn rate {rate:.1%} is outside the expected range {low:.0%}-{high:.0%}"
-        )
+        raise DataValidationError(text("data.churn_rate_outside", rate=rate, low=low, high=high))
 
 
 # --- Batches: new customers arriving after training ---------------------------------
@@ -187,10 +176,7 @@ def batch_files(batch_dir: Path) -> list[Path]:
 def newest_batch(batch_dir: Path) -> Path:
     if batches := batch_files(batch_dir):
         return batches[-1]
-    raise InputFileNotFoundError(
-        f"No batch in {batch_dir}: create one with `python generate_sample_data.py --batch` "
-        "(or `make batch`)."
-    )
+    raise InputFileNotFoundError(text("data.no_batch", folder=batch_dir))
 
 
 def write_batch(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from .messages import text
+
 
 class WorkshopError(Exception):
     """A known failure whose message says what to do."""
@@ -29,7 +31,7 @@ def report_known_failures(command: Callable[[], int | None]) -> int:
     try:
         return command() or 0
     except WorkshopError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(text("errors.line", error=error), file=sys.stderr)
         return 1
 
 
@@ -43,7 +45,7 @@ def one_line_for_known_failures() -> None:
 
     def hook(kind, error, traceback) -> None:
         if isinstance(error, WorkshopError):
-            print(f"error: {error}", file=sys.stderr)
+            print(text("errors.line", error=error), file=sys.stderr)
         else:
             previous(kind, error, traceback)
 

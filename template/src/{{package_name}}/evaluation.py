@@ -14,6 +14,8 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
+from .messages import text
+
 PRIMARY_METRIC = "f1"
 
 
@@ -42,6 +44,6 @@ def confusion_matrix_figure(model: Pipeline, features: pd.DataFrame, target: pd.
     figure = Figure(figsize=(4, 4))
     axes = figure.subplots()
     ConfusionMatrixDisplay.from_estimator(model, features, target, ax=axes, colorbar=False)
-    axes.set_title("Confusion matrix")
+    axes.set_title(text("training.confusion_matrix"))
     figure.tight_layout()
     return figure

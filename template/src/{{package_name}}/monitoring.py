@@ -44,6 +44,7 @@ from .data import (
     text_in_numeric_columns,
 )
 from .errors import InputFileNotFoundError, WorkshopError
+from .messages import text
 from .notifications import notify
 from .serving import PREDICTION_COLUMN, model_inputs, require_champion
 from .tracking import (
@@ -69,17 +70,19 @@ class BatchError(WorkshopError, ValueError):
 def read_batch(path: Path) -> pd.DataFrame:
     """The batch, refused with the reason when it cannot be scored."""
     if not path.is_file():
-        raise InputFileNotFoundError(f"Batch file {path} not found")
+        raise InputFileNotFoundError(text("monitoring.batch_not_found", path=path))
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise BatchError(f"Batch {path} is empty (no header, no rows)") from None
+        raise BatchError(text("monitoring.batch_empty", path=path)) from None
     if missing := missing_columns(frame, FEATURE_COLUMNS):
-        raise BatchError(f"Batch {path} lacks the column(s) the model needs: {', '.join(missing)}")
+        columns = ", ".join(missing)
+        raise BatchError(text("monitoring.batch_missing_columns", path=path, columns=columns))
     if frame.empty:
-        raise BatchError(f"Batch {path} has a header but no rows")
-    if text := text_in_numeric_columns(frame):
-        raise BatchError(f"Batch {path} has text in numeric column(s): {', '.join(text)}")
+        raise BatchError(text("monitoring.batch_no_rows", path=path))
+    if numeric := text_in_numeric_columns(frame):
+        columns = ", ".join(numeric)
+        raise BatchError(text("monitoring.batch_text_in_numeric", path=path, columns=columns))
     return frame
 
 
@@ -87,7 +90,7 @@ def complete_rows(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
     """The rows the model can score: a missing value is reported, not guessed."""
     complete = frame.dropna(subset=FEATURE_COLUMNS)
     if complete.empty:
-        raise BatchError(f"Batch {source} has no complete row: every row misses a value")
+        raise BatchError(text("monitoring.batch_incomplete", path=source))
     return complete
 
 
@@ -144,14 +147,16 @@ def numeric_drift(feature: str, reference: pd.Series, current: pd.Series) -> Fea
         psi(shares(reference, edges), shares(current, edges)),
         "Kolmogorov-Smirnov",
         float(p_value),
-        f"mean {reference.mean():.4g}",
-        f"mean {current.mean():.4g}",
+        text("monitoring.report.mean", value=reference.mean()),
+        text("monitoring.report.mean", value=current.mean()),
     )
 
 
 def top_category(values: pd.Series) -> str:
     counts = values.value_counts(normalize=True)
-    return f"{counts.index[0]} {counts.iloc[0]:.0%}" if len(counts) else "none"
+    return (
+        f"{counts.index[0]} {counts.iloc[0]:.0%}" if len(counts) else text("monitoring.no_category")
+    )
 
 
 def categorical_drift(feature: str, reference: pd.Series, current: pd.Series) -> FeatureDrift:
@@ -190,8 +195,11 @@ class DataQuality:
 
     @property
     def problems(self) -> list[str]:
-        return [f"{column}: {count} missing value(s)" for column, count in self.nulls.items()] + [
-            f"{column}: {count} value(s) outside the training range"
+        return [
+            text("monitoring.missing_values", column=column, count=count)
+            for column, count in self.nulls.items()
+        ] + [
+            text("monitoring.out_of_range", column=column, count=count)
             for column, count in self.out_of_range.items()
         ]
 
@@ -238,16 +246,25 @@ class DriftReport:
     @property
     def summary(self) -> str:
         """The one line every entry point prints."""
-        verdict = "DRIFT" if self.drift_detected else "no drift"
+        verdict = text("monitoring.drift" if self.drift_detected else "monitoring.no_drift")
         moved = f": {', '.join(self.drifted_features)}" if self.drifted_features else ""
         nulls, outside = sum(self.quality.nulls.values()), sum(self.quality.out_of_range.values())
-        quality = f"; {nulls} missing, {outside} out-of-range value(s)" if nulls + outside else ""
-        return (
-            f"{self.batch}: {verdict}, {len(self.drifted_features)} of {len(self.features)} "
-            f"features drifted ({self.drift_share:.0%}, threshold {self.threshold:.0%}){moved}; "
-            f"predicted churn {self.prediction.current} (training {self.prediction.reference})"
-            + quality
+        quality = (
+            text("monitoring.quality", nulls=nulls, outside=outside) if nulls + outside else ""
         )
+        summary = text(
+            "monitoring.summary",
+            batch=self.batch,
+            verdict=verdict,
+            drifted=len(self.drifted_features),
+            features=len(self.features),
+            share=self.drift_share,
+            threshold=self.threshold,
+            moved=moved,
+            current=self.prediction.current,
+            reference=self.prediction.reference,
+        )
+        return summary + quality
 
     def metrics(self) -> dict[str, float]:
         """What MLflow charts across batches: one value per measure."""
@@ -310,7 +327,7 @@ REPORT_STYLE = (
 
 
 def drift_row(drift: FeatureDrift) -> str:
-    status = "drifted" if drift.drifted else "stable"
+    status = text("monitoring.report.drifted" if drift.drifted else "monitoring.report.stable")
     cells = [
         drift.feature,
         drift.kind,
@@ -326,26 +343,30 @@ def drift_row(drift: FeatureDrift) -> str:
 
 def render_html(report: DriftReport) -> str:
     """A self-contained page: verdict, drift per feature and prediction, data quality."""
-    header = "<tr><th>feature</th><th>type</th><th>training</th><th>batch</th><th>PSI</th>"
-    header += "<th>test</th><th>status</th></tr>"
+    names = ["feature", "kind", "training", "batch", "test", "status"]
+    columns = [text(f"monitoring.report.{name}") for name in names]
+    columns.insert(4, "PSI")
+    header = "<tr>" + "".join(f"<th>{html.escape(column)}</th>" for column in columns) + "</tr>"
     rows = "".join(drift_row(drift) for drift in [*report.features, report.prediction])
-    problems = report.quality.problems or ["no missing values, nothing outside the training range"]
+    problems = report.quality.problems or [text("monitoring.report.no_problem")]
     links = "".join(
         f"<li>{html.escape(name)}: <a href='{html.escape(url)}'>{html.escape(url)}</a></li>"
         for name, url in report.links.items()
     )
     verdict_class = "drift" if report.drift_detected else "ok"
+    title = html.escape(text("monitoring.report.title", batch=report.batch))
+    champion = report.champion or text("monitoring.report.the_champion")
+    rule = text(
+        "monitoring.report.rule", champion=champion, psi=PSI_DRIFTED, threshold=report.threshold
+    )
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Drift report "
-        f"{html.escape(report.batch)}</title><style>{REPORT_STYLE}</style></head><body>"
-        f"<h1>Drift report: {html.escape(report.batch)}</h1>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{REPORT_STYLE}</style></head><body><h1>{title}</h1>"
         f"<p class='{verdict_class}'>{html.escape(report.summary)}</p>"
-        f"<p>Scored by {html.escape(report.champion or 'the champion')}. A feature has drifted "
-        f"when its PSI reaches {PSI_DRIFTED} (below 0.1: stable). The alert and the retraining "
-        f"start when the share of drifted features reaches DRIFT_THRESHOLD "
-        f"({report.threshold:.0%}).</p>"
-        f"<h2>Drift per feature, and of the predictions</h2><table>{header}{rows}</table>"
-        f"<h2>Data quality ({report.quality.rows} rows)</h2><ul>"
+        f"<p>{html.escape(rule)}</p>"
+        f"<h2>{html.escape(text('monitoring.report.per_feature'))}</h2>"
+        f"<table>{header}{rows}</table>"
+        f"<h2>{html.escape(text('monitoring.report.quality', rows=report.quality.rows))}</h2><ul>"
         + "".join(f"<li>{html.escape(problem)}</li>" for problem in problems)
         + f"</ul><ul>{links}</ul></body></html>"
     )
@@ -375,13 +396,14 @@ def monitoring_run(batch: Path, tags: dict[str, str] | None) -> Iterator[mlflow.
         try:
             yield run
         except WorkshopError as error:
-            mlflow.set_tags({"error": str(error), "mlflow.note.content": f"Failed: {error}"})
+            note = text("monitoring.failed_note", error=error)
+            mlflow.set_tags({"error": str(error), "mlflow.note.content": note})
             raise
 
 
 def champion_version(model_name: str) -> str:
     version = MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS).version
-    return f"{model_name} version {version}"
+    return text("monitoring.version", model=model_name, version=version)
 
 
 def score(model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame) -> pd.Series:
@@ -457,8 +479,10 @@ def alert_on_drift(result: MonitoringResult, retraining: str) -> bool:
     if not result.drift_detected:
         return False
     notify(
-        f"Data drift on {result.batch.name}",
-        f"{result.report.summary}\n{retraining}\nReport: {result.run_url}",
+        text("monitoring.alert_title", batch=result.batch.name),
+        "\n".join(
+            [result.report.summary, retraining, text("monitoring.alert_report", url=result.run_url)]
+        ),
         success=False,
     )
     return True

@@ -11,6 +11,7 @@ import logging
 import requests
 
 from .config import load_settings
+from .messages import text
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def notify(title: str, message: str, success: bool = True, service: str | None =
     if not url:
         if variable not in _warned_missing:
             _warned_missing.add(variable)
-            logger.warning("%s is not set: %s notifications are skipped.", variable, service)
+            logger.warning(text("notifications.not_set", variable=variable, service=service))
         return False
     try:
         response = requests.post(
@@ -57,6 +58,6 @@ def notify(title: str, message: str, success: bool = True, service: str | None =
         # The exception's text names the URL, a secret: log only what went wrong.
         response = error.response
         reason = f"HTTP {response.status_code}" if response is not None else type(error).__name__
-        logger.warning("Could not deliver the %s notification (%s).", service, reason)
+        logger.warning(text("notifications.not_delivered", service=service, reason=reason))
         return False
     return True

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import requests
 
+from .messages import text
+
 POLL_SECONDS = 0.5
 
 
@@ -84,12 +86,12 @@ def listens_on(socket_path: Path) -> bool:
 
 def wait_until_healthy(process: subprocess.Popen, url: str, timeout: float) -> None:
     """Poll ``url`` until it answers 200; raise if the process dies or the deadline passes."""
-    wait_for(process, lambda: answers(url), f"on {url}", timeout)
+    wait_for(process, lambda: answers(url), url, timeout)
 
 
 def wait_until_listening(process: subprocess.Popen, socket_path: Path, timeout: float) -> None:
     """Wait until the server listens on ``socket_path``, as ``wait_until_healthy`` does."""
-    wait_for(process, lambda: listens_on(socket_path), f"on {socket_path}", timeout)
+    wait_for(process, lambda: listens_on(socket_path), str(socket_path), timeout)
 
 
 def wait_for(
@@ -98,11 +100,11 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ProcessExitedError(f"exited with code {process.returncode} during start-up")
+            raise ProcessExitedError(text("processes.exited_during_start", code=process.returncode))
         if healthy():
             return
         time.sleep(POLL_SECONDS)
-    raise HealthTimeoutError(f"was not healthy {where} within {timeout:.0f} s")
+    raise HealthTimeoutError(text("processes.not_healthy", where=where, timeout=timeout))
 
 
 def stop_process_groups(processes: list[subprocess.Popen], timeout: float) -> None:

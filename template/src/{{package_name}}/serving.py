@@ -22,6 +22,7 @@ from mlflow.types import DataType, Schema
 from . import processes
 from .config import Settings
 from .errors import InputFileNotFoundError, WorkshopError
+from .messages import text
 from .tracking import CHAMPION_ALIAS, champion_uri, connect
 
 HOST = "127.0.0.1"
@@ -48,8 +49,7 @@ def require_champion(model_name: str) -> str:
         MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS)
     except MlflowException:
         raise ModelNotFoundError(
-            f"No version of model {model_name!r} has the alias {CHAMPION_ALIAS!r} yet. "
-            "Train and promote one with `make train`."
+            text("serving.no_champion", model=model_name, alias=CHAMPION_ALIAS)
         ) from None
     return champion_uri(model_name)
 
@@ -63,9 +63,7 @@ def serve_command(model_uri: str, port: int, host: str = HOST) -> list[str]:
 
 def start_model_server(model_uri: str, port: int, tracking_uri: str) -> subprocess.Popen:
     if not processes.port_is_free(port):
-        raise ModelServerError(
-            f"Port {port} is already in use: stop what uses it or set SERVING_PORT in .env"
-        )
+        raise ModelServerError(text("serving.port_taken", port=port))
     # A session of its own: stopping the group also stops the uvicorn it spawns.
     environment = processes.venv_environment(MLFLOW_TRACKING_URI=tracking_uri)  # it execs `uvicorn`
     return subprocess.Popen(serve_command(model_uri, port), env=environment, start_new_session=True)
@@ -78,7 +76,7 @@ def wait_until_ready(
     try:
         processes.wait_until_healthy(process, f"http://{HOST}:{port}/ping", timeout)
     except (processes.ProcessExitedError, processes.HealthTimeoutError) as error:
-        raise ModelServerError(f"The model server {error}") from None
+        raise ModelServerError(text("serving.failed_to_start", error=error)) from None
 
 
 def stop_model_server(process: subprocess.Popen) -> None:
@@ -104,7 +102,8 @@ def serve_champion(settings: Settings, port: int | None = None) -> None:
     port = port or settings.serving_port
     process = start_model_server(model_uri, port, settings.mlflow_tracking_uri)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on SIGTERM too
-    print(f"Serving {model_uri} on http://{HOST}:{port}/invocations (Ctrl+C stops it)", flush=True)
+    url = f"http://{HOST}:{port}/invocations"
+    print(text("serving.serving", uri=model_uri, url=url), flush=True)
     try:
         process.wait()
     except KeyboardInterrupt:
@@ -112,7 +111,7 @@ def serve_champion(settings: Settings, port: int | None = None) -> None:
     finally:
         stop_model_server(process)
     if process.returncode != 0:
-        raise ModelServerError(f"The model server exited with code {process.returncode}")
+        raise ModelServerError(text("serving.exited", code=process.returncode))
 
 
 def input_schema(model: mlflow.pyfunc.PyFuncModel) -> Schema | None:
@@ -128,7 +127,7 @@ def required_columns(model: mlflow.pyfunc.PyFuncModel) -> list[str]:
 def check_columns(frame: pd.DataFrame, required: list[str], source: str | Path) -> None:
     if missing := [column for column in required if column not in frame.columns]:
         raise MissingInputColumnsError(
-            f"{source} lacks the column(s) the model needs: {', '.join(missing)}"
+            text("serving.missing_columns", source=source, columns=", ".join(missing))
         )
 
 
@@ -155,7 +154,7 @@ def predict_csv(input_path: str | Path, output_path: str | Path, model_uri: str)
     """Batch inference: read a CSV, check its columns, write it back with predictions."""
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
-        raise InputFileNotFoundError(f"Input file {input_path} not found")
+        raise InputFileNotFoundError(text("serving.input_not_found", path=input_path))
     frame = pd.read_csv(input_path)
     model = mlflow.pyfunc.load_model(model_uri)
     check_columns(frame, required_columns(model), input_path)

@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 from .config import Settings
 from .errors import WorkshopError
 from .evaluation import PRIMARY_METRIC, confusion_matrix_figure
+from .messages import text
 from .training import model_params
 
 CHAMPION_ALIAS = "champion"
@@ -41,9 +42,7 @@ def check_tracking_server(uri: str, timeout: float = 3.0) -> None:
         requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
     except requests.RequestException as error:
         raise TrackingServerUnreachableError(
-            f"The MLflow tracking server at {uri} is not reachable ({type(error).__name__}). "
-            "Start it with `make dev` (or `make mlflow`), or point MLFLOW_TRACKING_URI "
-            "in .env at a running server."
+            text("tracking.unreachable", uri=uri, error=type(error).__name__)
         ) from None
 
 
@@ -176,8 +175,8 @@ class Promotion:
     @property
     def summary(self) -> str:
         """The sentence every entry point prints at the end of a training run."""
-        verdict = "is the new champion" if self.promoted else "did not beat the champion"
-        return f"{self.model_name} version {self.version} {verdict}"
+        verdict = "tracking.new_champion" if self.promoted else "tracking.not_champion"
+        return text(verdict, model=self.model_name, version=self.version)
 
 
 def champion_score(client: MlflowClient, model_name: str, metric: str) -> float | None:

@@ -12,6 +12,7 @@ from sklearn.pipeline import Pipeline
 
 from .errors import WorkshopError
 from .features import build_preprocessor
+from .messages import text
 
 MODEL_FACTORIES: dict[str, Callable[[int], ClassifierMixin]] = {
     "logistic_regression": lambda seed: LogisticRegression(max_iter=1000, random_state=seed),
@@ -30,7 +31,7 @@ class UnknownModelError(WorkshopError, ValueError):
 def build_model(name: str, seed: int = 42) -> Pipeline:
     if name not in MODEL_FACTORIES:
         known = ", ".join(MODEL_FACTORIES)
-        raise UnknownModelError(f"Unknown model {name!r}: choose from {known}")
+        raise UnknownModelError(text("training.unknown_model", name=name, known=known))
     return Pipeline(
         [("preprocess", build_preprocessor()), ("classifier", MODEL_FACTORIES[name](seed))]
     )
