@@ -302,7 +302,7 @@ def compare(
         batch_predictions.dropna(),
     )
     prediction = categorical_drift(
-        "predicted churn",
+        text("monitoring.report.predicted_churn"),
         reference_predictions.astype(int).map({0: "stays", 1: "churns"}),
         batch_predictions.astype(int).map({0: "stays", 1: "churns"}),
     )
