@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import itertools
 import re
 import subprocess
+import tokenize
 from pathlib import Path
 
 import nbformat
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 from expected_files import SOLUTIONS, expected_files
-from helpers import DEFAULT_PACKAGE, DEV_BIN, TEMPLATE_ROOT, render
+from helpers import DEFAULT_PACKAGE, DEV_BIN, TEMPLATE_ROOT, foreign_sentences, render
 
 # The yes/no questions the matrix varies. include_solutions is left out: it only adds
 # notebooks, and test_solutions_reach_only_the_teachers_copy checks it.
@@ -299,3 +301,47 @@ def test_solutions_reach_only_the_teachers_copy(render_project):
     assert not (no_notebooks / "notebooks").exists()
     solved_scripts = SOLUTIONS["prefect"] | SOLUTIONS["dagster"]
     assert all((no_notebooks / path).is_file() for path in solved_scripts)
+
+
+def reader_text(source: str) -> str:
+    """What a student reads in a script besides its code: its comments and docstrings.
+
+    A comment keeps its indentation after "# " (a code sample in a comment stays code for
+    ``foreign_sentences``); a docstring is cleaned as ``help()`` shows it.
+    """
+    lines = [
+        token.string.removeprefix("#").removeprefix(" ")
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            lines += (ast.get_docstring(node) or "").splitlines()
+    return "\n".join(lines)
+
+
+def test_scripts_read_in_the_class_language(render_project):
+    """The workshop's scripts and the reference pipelines explain themselves in the class's
+    language: no comment or docstring line of a French render is English, nor the reverse.
+    Each script is also read as the other language, where its text must be foreign: the
+    check reads the text it means to read."""
+    scripts = {}
+    for language in ("en", "fr"):
+        project = render_project(
+            f"scripts-{language}",
+            docs_language=language,
+            orchestrator="both",
+            include_airflow=True,
+            include_solutions=True,
+        )
+        scripts[language] = {
+            str(path.relative_to(project)): reader_text(path.read_text())
+            for path in project.glob("pipelines/*/**/*.py")  # workshop/<tool>/ and examples/
+        }
+    assert set(scripts["en"]) == set(scripts["fr"])
+    assert len(scripts["en"]) == 9, sorted(scripts["en"])  # 3 Prefect, 3 Dagster, 3 examples
+    for language, other in (("en", "fr"), ("fr", "en")):
+        for script, text in scripts[language].items():
+            foreign = foreign_sentences(text, language)
+            assert not foreign, f"{script} ({language}) has lines in another language: {foreign}"
+            assert foreign_sentences(text, other), f"{script} ({language}): nothing was read"
