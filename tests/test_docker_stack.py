@@ -294,11 +294,17 @@ def host_deploy_and_parts_run_against_the_containers(student: Student) -> None:
     watching = messages(student.project)["prefect"]["deploy"]["watching"]
     wait_for_output(deploy, student.work / "deploy.log", watching, Deadline.DEPLOYED, "deploy")
     student.facts["deploy"] = deploy
-    texts = messages(student.project)["workshop"]["prefect"]
+    said = messages(student.project)
+    texts = said["workshop"]["prefect"]
     shows = {  # what each part prints when it worked
         "part1": sentence_pattern(texts["part1"]["summary"]),
         # The schedule may have promoted a champion already: part 5 then compares with it.
-        "part5": re.compile(r"churn-classifier version \d+ (is the new|did not beat the) champion"),
+        "part5": re.compile(
+            "|".join(
+                sentence_pattern(said["tracking"][verdict]).pattern
+                for verdict in ("new_champion", "not_champion")
+            )
+        ),
         # Its failure is the lesson.
         "part7": sentence_pattern(texts["part7"]["failed_as_intended"]),
     }
@@ -437,7 +443,9 @@ def monitoring_in_the_containers(student: Student) -> None:
             MONITORING_CRON='"* * * * *"',
         )
         student.run("docker compose up -d --wait", timeout=900)  # the worker gets the new .env
-        assert "drifted batch" in student.run("make drift-batch")
+        said = messages(student.project)
+        wrote = sentence_pattern(said["cli"]["wrote_drifted_batch"])
+        assert wrote.search(student.run("make drift-batch"))
         monitor = student.start(
             "python pipelines/workshop/prefect/Prefect_Workshop.py monitor-deploy", "monitor.log"
         )
@@ -453,7 +461,8 @@ def monitoring_in_the_containers(student: Student) -> None:
         alert = wait_until(
             lambda: webhook.payloads, Deadline.NOTIFIED, "no drift alert reached the webhook"
         )
-        assert "Data drift on batch_001.csv" in alert[0]["content"], alert
+        title = said["monitoring"]["alert_title"].format(batch="batch_001.csv")
+        assert title in alert[0]["content"], alert
         assert f"http://localhost:{student.ports['mlflow']}/#/experiments/" in alert[0]["content"]
 
         def retraining() -> dict | None:
