@@ -341,7 +341,7 @@ class DevStack:
         # The dev stack bounds each server's start itself and exits naming the slow one;
         # this deadline only guards against the stack itself hanging.
         deadline = time.monotonic() + 900
-        all_up = messages(project)["devstack"]["all_up"]  # in the class's language
+        all_up = messages(self.project)["devstack"]["all_up"]  # in the class's language
         while all_up not in self.output():
             if self.process.poll() is not None:
                 raise AssertionError(f"dev stack exited early:\n{self.report()}")
