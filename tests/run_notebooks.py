@@ -11,7 +11,9 @@ SPEC is a list of jobs: ``{"notebook": path, "output": path, "solutions": path?,
 ``solutions`` swaps in the cells tagged ``exercise`` of the solutions notebook
 (matched by cell id); ``append`` adds cells at the end, run in the same kernel.
 One JSON line per job is printed: notebook, seconds, error (null when every cell
-ran) and the text output of each code cell by id.
+ran), the text output of each code cell by id (``outputs``: what it printed on either
+stream, its value, its error) and, by id, what it printed on stdout alone (``printed``:
+the notebook's own ``print`` calls, with the lines libraries print there).
 """
 
 from __future__ import annotations
@@ -66,6 +68,14 @@ def text_output(cell: nbformat.NotebookNode) -> str:
     return "".join(parts)
 
 
+def printed(cell: nbformat.NotebookNode) -> str:
+    return "".join(
+        output.text
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stdout"
+    )
+
+
 def execute(job: dict) -> dict:
     notebook = prepare(job)
     folder = Path(job["notebook"]).resolve().parent
@@ -89,6 +99,7 @@ def execute(job: dict) -> dict:
         "outputs": {
             cell.id: text_output(cell) for cell in notebook.cells if cell.cell_type == "code"
         },
+        "printed": {cell.id: printed(cell) for cell in notebook.cells if cell.cell_type == "code"},
     }
 
 
