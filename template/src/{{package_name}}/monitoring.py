@@ -247,7 +247,8 @@ class DriftReport:
     def summary(self) -> str:
         """The one line every entry point prints."""
         verdict = text("monitoring.drift" if self.drift_detected else "monitoring.no_drift")
-        moved = f": {', '.join(self.drifted_features)}" if self.drifted_features else ""
+        drifted = ", ".join(self.drifted_features)
+        moved = text("monitoring.moved", features=drifted) if drifted else ""
         nulls, outside = sum(self.quality.nulls.values()), sum(self.quality.out_of_range.values())
         quality = (
             text("monitoring.quality", nulls=nulls, outside=outside) if nulls + outside else ""
