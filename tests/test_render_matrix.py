@@ -20,7 +20,14 @@ import pytest
 import yaml
 
 from expected_files import SOLUTIONS, expected_files
-from helpers import DEFAULT_PACKAGE, DEV_BIN, TEMPLATE_ROOT, foreign_sentences, render
+from helpers import (
+    DEFAULT_PACKAGE,
+    DEV_BIN,
+    TEMPLATE_ROOT,
+    copier_choices,
+    foreign_sentences,
+    render,
+)
 
 # The yes/no questions the matrix varies. include_solutions is left out: it only adds
 # notebooks, and test_solutions_reach_only_the_teachers_copy checks it.
@@ -345,3 +352,42 @@ def test_scripts_read_in_the_class_language(render_project):
             foreign = foreign_sentences(text, language)
             assert not foreign, f"{script} ({language}) has lines in another language: {foreign}"
             assert foreign_sentences(text, other), f"{script} ({language}): nothing was read"
+
+
+def markdown_prose(markdown: str) -> str:
+    """A Markdown page without its fenced code blocks: commands are not sentences."""
+    lines, in_code = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        elif not in_code:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def test_docs_read_in_the_class_language(render_project):
+    """The README, the guides, the cheat sheet and the Airflow overview of a render are
+    written in its language only; read as another language, each one is foreign (the
+    check reads text, not an empty page)."""
+    languages = copier_choices("docs_language")
+    pages = {}
+    for language in languages:
+        project = render_project(
+            f"docs-{language}", docs_language=language, orchestrator="both", include_airflow=True
+        )
+        found = [
+            project / "README.md",
+            *project.glob("docs/*.md"),
+            *project.glob("pipelines/**/*.md"),
+        ]
+        pages[language] = {
+            str(p.relative_to(project)): markdown_prose(p.read_text()) for p in found
+        }
+    first, *others = languages
+    assert all(set(pages[other]) == set(pages[first]) for other in others), pages.keys()
+    for language in languages:
+        for page, text in pages[language].items():
+            foreign = foreign_sentences(text, language)
+            assert not foreign, f"{page} ({language}) has lines in another language: {foreign}"
+            for other in set(languages) - {language}:
+                assert len(foreign_sentences(text, other)) > 5, f"{page} ({language}): unread"
