@@ -112,8 +112,11 @@ def write_seeded_data(path: Path) -> Path:
     starting at once never read half a file.
     """
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    save_customer_data(generate_customer_data(), partial)
-    partial.replace(path)
+    try:
+        save_customer_data(generate_customer_data(), partial)
+        partial.replace(path)
+    except OSError:  # a read-only folder: the Docker containers mount data/ read-only
+        raise InputFileNotFoundError(text("data.cannot_seed", path=path)) from None
     logger.warning(text("data.seeded_data_written", path=path))
     return path
 
