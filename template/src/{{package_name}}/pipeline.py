@@ -32,10 +32,19 @@ class DataSplit:
     target_test: pd.Series
 
 
-def load_validated_data(settings: Settings) -> pd.DataFrame:
-    """The customers of DATA_PATH, checked; the seeded data set is written if missing."""
+def ensure_data(settings: Settings) -> None:
+    """Write the seeded data set where it is missing; a student's own file is never invented.
+
+    Loading does it, and so does deploying: a deployment's runs may execute in the Docker
+    containers, which read data/ without writing it, so the host writes it first.
+    """
     if settings.uses_seeded_data and not settings.data_path.exists():
         write_seeded_data(settings.data_path)
+
+
+def load_validated_data(settings: Settings) -> pd.DataFrame:
+    """The customers of DATA_PATH, checked; the seeded data set is written if missing."""
+    ensure_data(settings)
     frame = load_customer_data(settings.data_path)
     validate_customer_data(frame)
     return frame
