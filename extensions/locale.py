@@ -2,8 +2,9 @@
 
 Sentences a program prints live in the project's ``messages.toml`` (one per
 language, rendered by file name). Those that sit inside a file the student reads or
-edits (the scripts' docstrings and comments, an exercise's TODOs and hints) live here,
-in ``locales/<language>.toml``: one catalog per language, read into the ``locale``
+edits (the scripts' docstrings and comments, an exercise's TODOs and hints, what
+``make help`` lists, the comments of the Makefile, .env.example and Docker files) live
+here, in ``locales/<language>.toml``: one catalog per language, read into the ``locale``
 variable, so that a template writes ``{{ locale.prefect_exercises.step2 | as_comment }}``
 and never switches on the language itself; the code around them is written once.
 Standard library only, as for the validators.
@@ -84,15 +85,18 @@ def fill_values(text: str, values: dict[str, str]) -> str:
     return text
 
 
-def as_comment(paragraphs: str, indent: int = 0, **values: str) -> str:
-    """Python comment lines, wrapped to the project's line length, paragraphs kept.
+def as_comment(paragraphs: str, indent: int = 0, width: int = LINE_LENGTH, **values: str) -> str:
+    """Comment lines, wrapped to the project's line length, paragraphs kept.
 
     A paragraph whose lines start with spaces is code: it is kept as it is written; a
     paragraph that starts with "1. " or "- " is a list, its items wrapped one by one.
-    ``{name}`` placeholders take ``values`` (the package's name, for imports).
+    ``{name}`` placeholders take ``values`` (the package's name, for imports). Python,
+    Makefiles, .env files, Dockerfiles and YAML all comment with "# ": ``width`` sets the
+    line length of a file that ruff does not format (it keeps that file's look).
     """
     prefix = " " * indent + "# "
-    return "\n".join(wrapped_lines(fill_values(paragraphs, values), prefix, prefix.rstrip()))
+    text = fill_values(paragraphs, values)
+    return "\n".join(wrapped_lines(text, prefix, prefix.rstrip(), width=width))
 
 
 def as_docstring(paragraphs: str, indent: int = 0, **values: str) -> str:
@@ -112,15 +116,16 @@ def as_docstring(paragraphs: str, indent: int = 0, **values: str) -> str:
     return "\n".join([*lines, pad + '"""'])
 
 
-def as_heading(title: str, indent: int = 0) -> str:
-    """A section's heading comment, ``# --- title ---...``, ruled to the line length.
+def as_heading(title: str, indent: int = 0, width: int = LINE_LENGTH) -> str:
+    """A section's heading comment, ``# --- title ---...``, ruled to the line length
+    (or to ``width``, as ``as_comment`` takes it).
 
     A title too long for the line fails the render: shorten it in the catalog.
     """
     heading = f"{' ' * indent}# --- {title} "
-    if len(heading) + 3 > LINE_LENGTH:
-        raise ValueError(f"heading too long for a {LINE_LENGTH}-character line: {heading!r}")
-    return heading.ljust(LINE_LENGTH, "-")
+    if len(heading) + 3 > width:
+        raise ValueError(f"heading too long for a {width}-character line: {heading!r}")
+    return heading.ljust(width, "-")
 
 
 class LocaleContext(ContextHook):
@@ -131,7 +136,7 @@ class LocaleContext(ContextHook):
 
 
 class LocaleFilters(Extension):
-    """Register the filters that lay the catalog's texts out as Python source."""
+    """Register the filters that lay the catalog's texts out as comments and docstrings."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)

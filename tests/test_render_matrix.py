@@ -391,3 +391,54 @@ def test_docs_read_in_the_class_language(render_project):
             assert not foreign, f"{page} ({language}) has lines in another language: {foreign}"
             for other in set(languages) - {language}:
                 assert len(foreign_sentences(text, other)) > 5, f"{page} ({language}): unread"
+
+
+def hash_comments(text: str) -> str:
+    """The comments of a Makefile, a .env file, a Dockerfile or a compose file: each line
+    that starts with "#", and what follows "  # " at the end of a line. A commented-out
+    setting (``# SERVING_PORT=5001``) is code, which ``foreign_sentences`` leaves out."""
+    lines = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            lines.append(line.lstrip().lstrip("#").strip())
+        elif "  # " in line:
+            lines.append(line.split("  # ", 1)[1])
+    return "\n".join(lines)
+
+
+def test_root_files_read_in_the_class_language(render_project):
+    """What `make help` prints, the comments of the Makefile, .env.example, the Dockerfile
+    and docker-compose.yml, and the docstring of generate_sample_data.py are in the class's
+    language: no line of a French render is English, nor the reverse; read as the other
+    language, each is foreign (the check reads text). `make help` lists every verb, its
+    descriptions in one column."""
+    languages = copier_choices("docs_language")
+    texts = {}
+    for language in languages:
+        project = render_project(
+            f"root-{language}", docs_language=language, orchestrator="both", include_airflow=True
+        )
+        makefile = (project / "Makefile").read_text()
+        result = subprocess.run(["make", "help"], cwd=project, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        listed = re.findall(r"^  (\S+) +\S", result.stdout, re.M)
+        assert listed == re.findall(r"^([a-z][a-z0-9-]*):.* ## \S", makefile, re.M)
+        columns = {len(match) for match in re.findall(r"^  \S+ +(?=\S)", result.stdout, re.M)}
+        assert len(columns) == 1, f"make help ({language}) is not aligned:\n{result.stdout}"
+        descriptions = [line.split(maxsplit=1)[1] for line in result.stdout.splitlines()]
+        texts[language] = {
+            "make help": "\n".join(descriptions),
+            "Makefile": hash_comments(makefile),
+            ".env.example": hash_comments((project / ".env.example").read_text()),
+            "Dockerfile": hash_comments((project / "Dockerfile").read_text()),
+            "docker-compose.yml": hash_comments((project / "docker-compose.yml").read_text()),
+            "generate_sample_data.py": reader_text(
+                (project / "generate_sample_data.py").read_text()
+            ),
+        }
+    for language in languages:
+        for name, text in texts[language].items():
+            foreign = foreign_sentences(text, language)
+            assert not foreign, f"{name} ({language}) has lines in another language: {foreign}"
+            for other in set(languages) - {language}:
+                assert foreign_sentences(text, other), f"{name} ({language}): nothing was read"
