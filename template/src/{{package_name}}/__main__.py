@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 from .errors import report_known_failures
 from .messages import text
@@ -96,11 +97,43 @@ def help_text(option: str) -> str:
     return text(f"cli.help.{option}")
 
 
+class CatalogHelpFormatter(argparse.HelpFormatter):
+    """argparse's usage line, with the catalog's word for "usage"."""
+
+    def add_usage(self, usage, actions, groups, prefix=None) -> None:
+        super().add_usage(usage, actions, groups, text("cli.usage") if prefix is None else prefix)
+
+
+class CatalogArgumentParser(argparse.ArgumentParser):
+    """A parser that speaks the class's language.
+
+    argparse writes its own words (the usage line, its section titles, the -h option, the
+    start of its errors) in English; this parser takes them from the catalog. The details
+    of a refused argument stay argparse's own.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(add_help=False, formatter_class=CatalogHelpFormatter, **options)
+        self.options = self.add_argument_group(text("cli.options"))
+        self.options.add_argument("-h", "--help", action="help", help=help_text("help"))
+
+    def add_argument(self, *names: str, **options: Any) -> argparse.Action:
+        """An option (``--name``) is listed under the catalog's title for options."""
+        if names and names[0].startswith("-"):
+            return self.options.add_argument(*names, **options)
+        return super().add_argument(*names, **options)
+
+    def error(self, message: str) -> NoReturn:
+        """One line, as every known failure: what was refused, and where the help is."""
+        refused = text("cli.refused", details=message, command=self.prog)
+        self.exit(2, text("errors.line", error=refused) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CatalogArgumentParser(
         prog=f"python -m {__package__}", description=text("cli.description", package=__package__)
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(title=text("cli.commands"), dest="command", required=True)
 
     command = commands.add_parser("generate-data", help=help_text("generate_data"))
     command.add_argument("--rows", type=int, help=help_text("rows"))
