@@ -403,7 +403,7 @@ def test_the_killed_run_is_marked_crashed(
 ):
     state = flow_run(scene, worker_killed.run_id)["state"]
     assert state["type"] == "CRASHED", state
-    assert "No heartbeat" in state["message"]
+    assert messages(scene.project)["prefect"]["crash"]["message"] in state["message"], state
     record_fault(
         record_property,
         "Prefect worker killed mid-run",
