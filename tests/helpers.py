@@ -792,3 +792,21 @@ def foreign_sentences(text: str, language: str) -> list[str]:
         if len(theirs) >= 2 and len(theirs) > sum(word in own for word in words):
             foreign.append(line.strip())
     return foreign
+
+
+# What the libraries print themselves, in English whatever the class: left out before a
+# class's output is read for its language.
+LIBRARY_LINES = re.compile(
+    r"^\s*$"
+    r"|^\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d"  # Dagster's and MLflow's logging: a timestamp first
+    r"|^\d\d:\d\d:\d\d\.\d+ \| "  # Prefect's logging
+    r"|View (run|experiment) .*at: http"  # MLflow's links after a run
+    r"|^Registered model '.*' already exists|^Successfully registered model|^Created version"
+    r"|^\S+\.py:\d+: \w*Warning: |^\s+warnings\.warn\("  # Python warnings and their source line
+    r"|^INFO: "  # the model server's access log (uvicorn)
+)
+
+
+def project_lines(output: str) -> str:
+    """The lines of ``output`` that the project printed, without the libraries' own."""
+    return "\n".join(line for line in output.splitlines() if not LIBRARY_LINES.search(line))

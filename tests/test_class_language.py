@@ -9,13 +9,12 @@ command must have printed its own sentence of the render's catalog.
 
 What the libraries print themselves (MLflow's "View run" links, Dagster's and Prefect's
 log lines, Python's warnings) is theirs, in English whatever the class: it is left out,
-by the patterns below, before the reading.
+by ``helpers.LIBRARY_LINES``, before the reading.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from helpers import (
     free_port,
     messages,
     mlflow_search_runs,
+    project_lines,
     sentence_pattern,
     stack_env,
 )
@@ -38,19 +38,7 @@ from helpers import (
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("class-language")]
 
 LANGUAGES = copier_choices("docs_language")
-LIBRARY_LINES = re.compile(
-    r"^\s*$"
-    r"|^\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d"  # Dagster's and MLflow's logging: a timestamp first
-    r"|^\d\d:\d\d:\d\d\.\d+ \| "  # Prefect's logging
-    r"|View (run|experiment) .*at: http"  # MLflow's links after a run
-    r"|^Registered model '.*' already exists|^Successfully registered model|^Created version"
-    r"|^\S+\.py:\d+: \w*Warning: |^\s+warnings\.warn\("  # Python warnings and their source line
-)
 CLOSED = f"http://127.0.0.1:{free_port()}"  # a server nobody runs
-
-
-def project_lines(output: str) -> str:
-    return "\n".join(line for line in output.splitlines() if not LIBRARY_LINES.search(line))
 
 
 @pytest.fixture(scope="module", params=LANGUAGES)
@@ -62,10 +50,9 @@ def session(request, render_project, project_env_for) -> Facts:
     servers = stack_env()
     facts = Facts(language=language, project=project, outputs={})
 
-    def run(name: str, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    def run(name: str, *args: str, **extra_env: str) -> None:
         result = env.run([str(env.python), *args], project, check=False, **(servers | extra_env))
         facts["outputs"][name] = result
-        return result
 
     run("data", "generate_sample_data.py", "--rows", "1000")
     run("batch", "generate_sample_data.py", "--batch")

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -48,6 +47,7 @@ from helpers import (
     free_port,
     http_ok,
     listening,
+    project_lines,
     wait_until,
 )
 
@@ -65,13 +65,6 @@ RIGHT = {"en": "✅ Right!", "fr": "✅ C’est juste !"}
 NOT_YET = {"en": "❌ Not yet", "fr": "❌ Pas encore"}
 # The grid of 02's tuned search: one child run per set of parameters.
 SEARCH_TRIALS = 4
-# What MLflow and the model server print on a notebook's stdout themselves, in English
-# whatever the class: left out before the notebook's own lines are read.
-LIBRARY_LINES = re.compile(
-    r"^\s*$"
-    r"|View (run|experiment) .*at: http"  # MLflow's links after each run
-    r"|^INFO: "  # the model server's access log (uvicorn), on the kernel's stdout
-)
 
 # What the server holds, read with MlflowClient inside the project's environment, under the
 # names the project's own settings give.
@@ -413,13 +406,7 @@ def test_notebooks_print_in_the_class_language(executed: dict[str, dict[str, dic
     left out; so are the values a cell shows (tables, arrays), which are data."""
     others = [other for other in LANGUAGES if other != language]
     for name, result in executed[language].items():
-        lines = [
-            line
-            for text in result["printed"].values()
-            for line in text.splitlines()
-            if not LIBRARY_LINES.search(line)
-        ]
-        text = "\n".join(lines)
+        text = "\n".join(project_lines(printed) for printed in result["printed"].values())
         assert not foreign_sentences(text, language), f"{name} ({language}) prints: {text}"
         if name != "01_messy_notebook":  # 01 prints scores and shapes, hardly a sentence
             assert all(foreign_sentences(text, other) for other in others), f"{name}: {text}"
