@@ -402,8 +402,8 @@ def a_killed_worker_crashes_its_run_and_the_restarted_one_runs_the_next(
     crash_deadline = 3 * prefect_heartbeat_seconds(student.project) + 120
     state = wait_until(state_of_the_killed_run, crash_deadline, "still Running", 3)
     crashed = time.monotonic()
-    crashed = messages(student.project)["prefect"]["crash"]["message"]
-    assert state["type"] == "CRASHED" and crashed in state["message"], state
+    crash_message = messages(student.project)["prefect"]["crash"]["message"]
+    assert state["type"] == "CRASHED" and crash_message in state["message"], state
     student.run("docker compose restart prefect-worker")
 
     def a_later_tick_completed() -> dict | None:
