@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,12 +19,16 @@ import pytest
 from filelock import FileLock
 
 from helpers import (
+    BASE_IMAGE,
+    TEMPLATE_ROOT,
     ProjectEnv,
     create_project_env,
+    engine_answers,
     environment_key,
     render,
     shared_tmp,
     snapshot_template,
+    unavailable,
 )
 
 
@@ -93,3 +98,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault figures")
         for line in figures:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    """No registry is reachable here: the base image is built from Debian's packages."""
+    if not engine_answers():
+        unavailable("no Docker engine answers `docker info`")
+    present = subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True)
+    if present.returncode != 0:
+        script = TEMPLATE_ROOT / ".ci" / "build-base-image.sh"
+        built = subprocess.run(["bash", str(script), BASE_IMAGE], capture_output=True, text=True)
+        if built.returncode != 0:
+            unavailable(f"cannot build {BASE_IMAGE}: {built.stderr.strip()[-500:]}")
+    return BASE_IMAGE

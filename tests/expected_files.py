@@ -110,19 +110,36 @@ DOCKER = {
     "docs/images/docker-mlflow.png",
 }
 
+# The classroom server (docs/classroom.md): rendered always, the Dagster pieces with Dagster.
+CLASSROOM = {
+    "classroom/Dockerfile",
+    "classroom/compose.yml",
+    "classroom/mlflow_auth.ini",
+    "classroom/postgres.sh",
+    "classroom/s3.sh",
+    "docs/classroom.md",
+    "src/{package}/classroom.py",
+}
+CLASSROOM_DAGSTER = {
+    "classroom/dagster/dagster.yaml",
+    "classroom/dagster/workspace.yaml",
+    "classroom/nginx.conf",
+    "classroom/proxy.sh",
+}
+
 CI = {"github": {".github/workflows/ci.yml"}, "gitlab": {".gitlab-ci.yml"}, "none": set()}
 
 
 def expected_files(answers: dict) -> set[str]:
     orchestrator = answers["orchestrator"]
-    files = CORE | MLFLOW | ORCHESTRATION | DOCKER | CI[answers["ci"]]
+    files = CORE | MLFLOW | ORCHESTRATION | DOCKER | CLASSROOM | CI[answers["ci"]]
     solutions = answers.get("include_solutions", False)
     if answers["include_notebooks"]:
         files |= NOTEBOOKS | (SOLUTIONS["notebooks"] if solutions else set())
     if orchestrator in ("prefect", "both"):
         files |= PREFECT | (SOLUTIONS["prefect"] if solutions else set())
     if orchestrator in ("dagster", "both"):
-        files |= DAGSTER | (SOLUTIONS["dagster"] if solutions else set())
+        files |= DAGSTER | CLASSROOM_DAGSTER | (SOLUTIONS["dagster"] if solutions else set())
     if answers["include_airflow"]:
         files |= AIRFLOW
     return {path.format(package=answers["package_name"]) for path in files}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 from functools import cache
@@ -377,3 +378,96 @@ def test_makefile_verbs_drive_compose(projects, orchestrator: str, verbs: dict) 
         == 0
     )
     assert has_up_dagster == (orchestrator == "both")
+
+
+# --- The classroom server (classroom/compose.yml) ----------------------------------------
+
+CLASSROOM = ["--file", "classroom/compose.yml", "--env-file", "classroom/.env"]
+CLASSROOM_SERVICES = {
+    "core": {"postgres", "s3", "mlflow"},
+    "prefect": {"prefect-server"},
+    "dagster": {"dagster-code", "dagster-webserver", "dagster-daemon", "dagster-proxy"},
+}
+# Who may hold each secret: the least each service needs.
+SECRET_HOLDERS = {
+    "POSTGRES_PASSWORD": {"postgres"},
+    "S3_SECRET_KEY": {"s3", "mlflow"},
+    "MLFLOW_SECRET_KEY": {"mlflow"},
+    "PREFECT_DB_PASSWORD": {"postgres", "prefect-server"},
+    "DAGSTER_UI_PASSWORD": {"dagster-proxy"},
+}
+
+
+def classroom_secrets(project: Path) -> dict[str, str]:
+    """A value for every variable the classroom compose file requires (``${NAME:?...}``)."""
+    required = re.findall(r"\$\{([A-Z0-9_]+):\?", (project / "classroom/compose.yml").read_text())
+    return {name: f"value-of-{name.lower()}" for name in required}
+
+
+def classroom_config(project: Path) -> dict:
+    env_file = project / "classroom" / ".env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in classroom_secrets(project).items()))
+    try:
+        return json.loads(compose(project, *CLASSROOM, "config", "--format", "json").stdout)
+    finally:
+        env_file.unlink()
+
+
+@pytest.mark.parametrize("orchestrator", ORCHESTRATORS)
+def test_the_classroom_stack_holds_each_secret_where_it_is_needed(projects, orchestrator: str):
+    project = projects[orchestrator, "3.12"]
+    services = classroom_config(project)["services"]
+    wanted = set(CLASSROOM_SERVICES["core"])
+    if orchestrator in ("prefect", "both"):
+        wanted |= CLASSROOM_SERVICES["prefect"]
+    if orchestrator in ("dagster", "both"):
+        wanted |= CLASSROOM_SERVICES["dagster"]
+    assert set(services) == wanted
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == wanted & {"mlflow", "prefect-server", "dagster-proxy"}
+    secrets = classroom_secrets(project)
+    for name, holders in SECRET_HOLDERS.items():
+        if name not in secrets:
+            continue
+        holding = {
+            service
+            for service, config in services.items()
+            if secrets[name] in json.dumps(config.get("environment", {}))
+        }
+        assert holding == holders & set(services), name
+    for service in services.values():  # passwords go through variables, never commands
+        assert not any(value in json.dumps(service["command"]) for value in secrets.values())
+
+
+def test_the_classroom_stack_without_its_secrets_says_what_to_run(projects):
+    project = projects["both", "3.12"]
+    result = subprocess.run(
+        [*compose_command(), "--file", "classroom/compose.yml", "config"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=compose_env(),
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "run make classroom-up" in result.stderr
+
+
+@pytest.mark.parametrize("orchestrator", ORCHESTRATORS)
+def test_the_classroom_files_pass_hadolint_and_the_compose_spec(projects, orchestrator: str):
+    classroom = projects[orchestrator, "3.12"] / "classroom"
+    linted = subprocess.run(
+        [str(DEV_BIN / "hadolint"), str(classroom / "Dockerfile")], capture_output=True, text=True
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    checked = subprocess.run(
+        [
+            str(DEV_BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(classroom / "compose.yml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -35,7 +35,6 @@ from helpers import (
     DAGSTER_FINAL_STATUSES,
     EXPERIMENT,
     PREFECT_FINAL_STATES,
-    TEMPLATE_ROOT,
     Deadline,
     Facts,
     ProjectEnv,
@@ -60,13 +59,13 @@ from helpers import (
     sentence_pattern,
     succeeded,
     trained_candidates,
+    unavailable,
     wait_for_output,
     wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("docker")]
 
-BASE_IMAGE = os.environ.get("WORKSHOP_BASE_IMAGE", "mlops-workshop-base:bookworm")
 GUIDE = "docs/README_DOCKER.md"
 PIPELINE_FLOW = "churn-training-pipeline"
 DEPLOYMENT = "scheduled-training"
@@ -175,33 +174,6 @@ class Student:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
-
-
-# --- The engine and the base image ---------------------------------------------------------
-
-
-def engine_answers() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-
-
-def unavailable(reason: str) -> None:
-    """Skip with the reason; under CI=true, which installs Docker (.ci/run), conftest makes
-    the skip a failure."""
-    pytest.skip(f"{reason} (.ci/run installs it)")
-
-
-@pytest.fixture(scope="module")
-def base_image() -> str:
-    """No registry is reachable here: the base image is built from Debian's packages."""
-    if not engine_answers():
-        unavailable("no Docker engine answers `docker info`")
-    present = subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True)
-    if present.returncode != 0:
-        script = TEMPLATE_ROOT / ".ci" / "build-base-image.sh"
-        built = subprocess.run(["bash", str(script), BASE_IMAGE], capture_output=True, text=True)
-        if built.returncode != 0:
-            unavailable(f"cannot build {BASE_IMAGE}: {built.stderr.strip()[-500:]}")
-    return BASE_IMAGE
 
 
 # --- The session's start: rendered, configured, built, up ---------------------------------

@@ -274,6 +274,7 @@ def test_docs_follow_the_chosen_language(render_project):
         "prefect.md": "# Parcours Prefect",
         "dagster.md": "# Parcours Dagster (bonus)",
         "README_DOCKER.md": "# Guide Docker : la pile de l’atelier dans Docker Compose",
+        "classroom.md": "# Le serveur de classe",
     }
     assert titles["en"] == {
         "mlflow_cheatsheet.md": "# MLflow cheat sheet",
@@ -281,6 +282,7 @@ def test_docs_follow_the_chosen_language(render_project):
         "prefect.md": "# Prefect track",
         "dagster.md": "# Dagster track (bonus)",
         "README_DOCKER.md": "# Docker guide: the workshop's stack in Docker Compose",
+        "classroom.md": "# The classroom server",
     }
 
 
@@ -410,8 +412,9 @@ def hash_comments(text: str) -> str:
 
 
 def test_root_files_read_in_the_class_language(render_project):
-    """What `make help` prints, the comments of the Makefile, .env.example, the Dockerfile
-    and docker-compose.yml, and the docstring of generate_sample_data.py are in the class's
+    """What `make help` prints, the comments of the Makefile, .env.example, the Dockerfile,
+    docker-compose.yml and the classroom server's files, and the docstring of
+    generate_sample_data.py are in the class's
     language: no line of a French render is English, nor the reverse; read as the other
     language, each is foreign (the check reads text). `make help` lists every verb, its
     descriptions in one column."""
@@ -439,6 +442,9 @@ def test_root_files_read_in_the_class_language(render_project):
                 (project / "generate_sample_data.py").read_text()
             ),
         }
+        for path in sorted((project / "classroom").rglob("*")):  # the classroom server's files
+            if path.is_file():
+                texts[language][str(path.relative_to(project))] = hash_comments(path.read_text())
     for language in languages:
         for name, text in texts[language].items():
             foreign = foreign_sentences(text, language)

@@ -93,6 +93,60 @@ def predict(args: argparse.Namespace) -> None:
     print(text("cli.wrote_predictions", rows=len(predictions), churn=churn_rate, path=args.output))
 
 
+def classroom_secrets(args: argparse.Namespace) -> None:
+    """Write the classroom server's missing secrets (``make classroom-up`` runs it first)."""
+    from .classroom import write_server_secrets
+
+    added = write_server_secrets(args.env_file)
+    key = "classroom.secrets_written" if added else "classroom.secrets_kept"
+    print(text(key, path=args.env_file, count=len(added)))
+
+
+def classroom_users(args: argparse.Namespace) -> None:
+    """Create the logins asked for, in the server's mlflow container; print every login."""
+    from .classroom import (
+        connect_as_teacher,
+        create_logins,
+        login_names,
+        read_logins,
+        write_logins,
+    )
+    from .config import load_settings
+
+    names = login_names(args.names, args.count)
+    connect_as_teacher()
+    known = read_logins(sys.stdin) if not sys.stdin.isatty() else {}
+    settings = load_settings()
+    logins = dict(known)
+    try:  # the logins made before a failure are printed too: their passwords exist only here
+        for login in create_logins(names, known, settings.experiment_name, settings.model_name):
+            logins[login.login] = login
+    finally:
+        write_logins(logins.values(), sys.stdout)
+        print(text("classroom.logins_created", count=len(logins) - len(known)), file=sys.stderr)
+
+
+def classroom_handouts(args: argparse.Namespace) -> None:
+    """One .env file per student, from the logins the server printed."""
+    from .classroom import write_handouts
+
+    folder = args.logins.parent / "handouts"
+    written = write_handouts(args.logins, args.env_file, folder)
+    print(text("classroom.handouts_written", count=len(written), folder=folder))
+
+
+def classroom_board(args: argparse.Namespace) -> None:
+    """Who has a champion, with which score, and when they last ran."""
+    from .classroom import board_lines, class_board, connect_as_teacher
+    from .config import load_settings
+    from .evaluation import PRIMARY_METRIC
+
+    connect_as_teacher()
+    settings = load_settings()
+    rows = class_board(settings.experiment_name, settings.model_name, PRIMARY_METRIC)
+    print("\n".join(board_lines(rows, PRIMARY_METRIC)))
+
+
 def help_text(option: str) -> str:
     return text(f"cli.help.{option}")
 
@@ -173,6 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--input", type=Path, required=True, help=help_text("input"))
     command.add_argument("--output", type=Path, required=True, help=help_text("output_predictions"))
     command.set_defaults(handler=predict)
+
+    command = commands.add_parser("classroom-secrets", help=help_text("classroom_secrets"))
+    command.add_argument("--env-file", type=Path, default=Path("classroom/.env"))
+    command.set_defaults(handler=classroom_secrets)
+
+    command = commands.add_parser("classroom-users", help=help_text("classroom_users"))
+    command.add_argument("names", nargs="*", metavar="LOGIN", help=help_text("logins"))
+    command.add_argument("--count", type=int, help=help_text("count"))
+    command.set_defaults(handler=classroom_users)
+
+    command = commands.add_parser("classroom-handouts", help=help_text("classroom_handouts"))
+    command.add_argument("--logins", type=Path, default=Path("classroom/logins.csv"))
+    command.add_argument("--env-file", type=Path, default=Path("classroom/.env"))
+    command.set_defaults(handler=classroom_handouts)
+
+    command = commands.add_parser("classroom-board", help=help_text("classroom_board"))
+    command.set_defaults(handler=classroom_board)
     return parser
 
 

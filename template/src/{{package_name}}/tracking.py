@@ -34,16 +34,36 @@ class TrackingServerUnreachableError(WorkshopError, RuntimeError):
     """The MLflow server cannot be reached; the message says how to start it."""
 
 
+class TrackingLoginRefusedError(WorkshopError, PermissionError):
+    """A server with logins (the classroom server) refused the one in .env."""
+
+
 def check_tracking_server(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast with a clear message, instead of MLflow's minutes of retries."""
+    """Fail fast with a clear message, instead of MLflow's minutes of retries.
+
+    ``/health`` answers everyone, so a server with logins is then asked for one
+    experiment with the login of .env (MLFLOW_TRACKING_USERNAME and _PASSWORD, which
+    MLflow's client sends): a refused login is named now, not deep in a traceback.
+    """
     if not uri.startswith(("http://", "https://")):
         return  # a local file or database store needs no server
+    base = uri.rstrip("/")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
     try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+        requests.get(f"{base}/health", timeout=timeout).raise_for_status()
+        answer = requests.get(
+            f"{base}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=(user, password) if user and password else None,
+            timeout=timeout,
+        )
     except requests.RequestException as error:
         raise TrackingServerUnreachableError(
             text("tracking.unreachable", uri=uri, error=type(error).__name__)
         ) from None
+    if answer.status_code == 401:
+        raise TrackingLoginRefusedError(text("tracking.login_refused", uri=uri, user=user or "-"))
 
 
 def connect(tracking_uri: str) -> None:

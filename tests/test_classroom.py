@@ -1,0 +1,409 @@
+"""The classroom server, as a teacher starts it and a class uses it, on a real Docker engine.
+
+One project with both orchestrators. The teacher runs `make classroom-up` (PostgreSQL,
+SeaweedFS, MLflow with logins, Prefect with the class's credential, Dagster on PostgreSQL
+behind its password) and `make classroom-users`, and hands out the logins. Students work
+on the server with nothing but their handout in .env: their runs, models and artifacts
+land in their own experiment and in the bucket, others can read but not write them, and
+the board shows who has a champion. PostgreSQL restarted mid-class loses nothing, and no
+secret shows in a log, a run's parameters or a file git would commit.
+
+The tests run in order on one server (started once for the module, removed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import (
+    DAGSTER_FINAL_STATUSES,
+    ProjectEnv,
+    dagster_graphql,
+    free_port,
+    messages,
+    sentence_pattern,
+    succeeded,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("classroom")]
+
+STUDENTS = ("alice", "bob")
+SERVICES = {
+    "postgres",
+    "s3",
+    "mlflow",
+    "prefect-server",
+    "dagster-code",
+    "dagster-webserver",
+    "dagster-daemon",
+    "dagster-proxy",
+}
+NOT_SECRET = {"CLASSROOM_HOST", "CLASSROOM_BIND", "MLFLOW_PORT", "PREFECT_PORT", "DAGSTER_PORT"}
+LAUNCH_JOB = """
+mutation($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+ALL_RUNS = "{ runsOrError { ... on Runs { results { runId } } } }"
+RUN_FAILURES = """
+query($id: ID!) {
+  logsForRun(runId: $id) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on ExecutionStepFailureEvent { stepKey error { message cause { message } } }
+      }
+    }
+  }
+}
+"""
+
+
+@dataclass
+class Classroom:
+    """The teacher's project on the server machine, and what the teacher handed out."""
+
+    project: Path
+    host: ProjectEnv
+    base_image: str
+    ports: dict[str, int] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def compose(self) -> str:
+        return "docker compose --file classroom/compose.yml --env-file classroom/.env"
+
+    def run(self, command: str, timeout: float = 900, check: bool = True) -> str:
+        """One command at the project's root, as the teacher or a student types it."""
+        result = subprocess.run(
+            ["bash", "-c", command],
+            cwd=self.project,
+            env=self.host.environ(self.project, BASE_IMAGE=self.base_image),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check:
+            succeeded(result)
+        self.outputs.append(result.stdout + result.stderr)
+        return result.stdout + result.stderr
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def server_env(self) -> dict[str, str]:
+        lines = (self.project / "classroom" / ".env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return {k: v for k, v in self.server_env.items() if k not in NOT_SECRET}
+
+    def login(self, student: str) -> dict[str, str]:
+        handout = self.project / "classroom" / "handouts" / f"{student}.env"
+        lines = handout.read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    def as_student(self, student: str) -> None:
+        """The student's .env is their handout, as the guide says."""
+        handout = self.project / "classroom" / "handouts" / f"{student}.env"
+        (self.project / ".env").write_text(handout.read_text())
+
+    def teacher(self) -> tuple[str, str]:
+        return "teacher", self.server_env["MLFLOW_ADMIN_PASSWORD"]
+
+    def psql(self, database: str, query: str) -> str:
+        return self.run(
+            f"{self.compose} exec -T postgres psql --host=/tmp --username=postgres "
+            f'--dbname={database} --tuples-only --no-align --command="{query}"'
+        ).strip()
+
+
+@pytest.fixture(scope="module")
+def classroom(render_project, project_env_for, base_image: str) -> Iterator[Classroom]:
+    """`make classroom-up` on loopback ports, from the project's image built here."""
+    project = render_project("classroom", project_name="Classroom Demo", orchestrator="both")
+    room = Classroom(project, project_env_for(project), base_image)
+    room.ports = {service: free_port() for service in ("mlflow", "prefect", "dagster")}
+    (project / "classroom" / ".env").write_text(
+        "CLASSROOM_HOST=127.0.0.1\nCLASSROOM_BIND=127.0.0.1\n"
+        + "".join(f"{name.upper()}_PORT={port}\n" for name, port in room.ports.items())
+    )
+    try:
+        room.run(f"{room.compose} down -v --remove-orphans", check=False)
+        room.run("make classroom-up", timeout=1500)
+        yield room
+    finally:
+        room.run(f"{room.compose} down -v --remove-orphans", check=False)
+
+
+def mlflow_as(room: Classroom, auth: tuple[str, str] | None, method: str, path: str, **body):
+    """One MLflow REST call with a login (or none)."""
+    url = f"{room.url('mlflow')}/api/2.0/mlflow/{path}"
+    if method == "GET":
+        return requests.get(url, params=body, auth=auth, timeout=30)
+    return requests.post(url, json=body, auth=auth, timeout=30)
+
+
+def experiment_id(room: Classroom, name: str) -> str:
+    found = mlflow_as(room, room.teacher(), "GET", "experiments/get-by-name", experiment_name=name)
+    return found.json()["experiment"]["experiment_id"]
+
+
+def student_auth(room: Classroom, student: str) -> tuple[str, str]:
+    login = room.login(student)
+    return login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"]
+
+
+def test_the_server_comes_up_healthy_with_secrets_only_in_its_env_file(classroom: Classroom):
+    listed = classroom.run(f"{classroom.compose} ps --format json")
+    health = {row["Service"]: row["Health"] for row in map(json.loads, listed.splitlines())}
+    assert set(health) == SERVICES
+    assert {service for service, state in health.items() if state not in {"healthy", ""}} == set()
+    env_file = classroom.project / "classroom" / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert len(classroom.secrets) >= 10
+    printed = "\n".join(classroom.outputs)
+    assert [name for name, value in classroom.secrets.items() if value in printed] == []
+    # git would commit none of the server's secrets or logins
+    classroom.run("git init -q && git add --all --dry-run > .git/would-add")
+    would_add = (classroom.project / ".git" / "would-add").read_text()
+    assert "classroom/.env" not in would_add
+    assert "classroom/compose.yml" in would_add
+
+
+def test_make_classroom_users_hands_out_one_login_each(classroom: Classroom, tmp_path: Path):
+    names = tmp_path / "students.txt"
+    names.write_text("alice\n")
+    classroom.run(f"make classroom-users NAMES={names}")
+    first = classroom.login("alice")
+    names.write_text("\n".join(STUDENTS) + "\n")
+    output = classroom.run(f"make classroom-users NAMES={names}")
+    assert sentence_pattern(messages(classroom.project)["classroom"]["logins_created"]).search(
+        output
+    ), output
+    assert classroom.login("alice") == first  # a second run keeps the logins handed out
+    logins = (classroom.project / "classroom" / "logins.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in logins] == ["login", *STUDENTS]
+    for student in STUDENTS:
+        handout = classroom.project / "classroom" / "handouts" / f"{student}.env"
+        assert stat.S_IMODE(handout.stat().st_mode) == 0o600
+        login = classroom.login(student)
+        assert login["MLFLOW_TRACKING_URI"] == classroom.url("mlflow")
+        assert login["MLFLOW_EXPERIMENT_NAME"].endswith(f"-{student}")
+        assert login["PREFECT_API_AUTH_STRING"] == classroom.server_env["PREFECT_AUTH_STRING"]
+
+
+def test_a_login_the_server_has_but_the_list_lost_is_one_line(classroom: Classroom, tmp_path):
+    """logins.csv deleted: asking for alice again names her, and writes no half list."""
+    logins = classroom.project / "classroom" / "logins.csv"
+    kept = logins.read_text()
+    logins.unlink()
+    names = tmp_path / "again.txt"
+    names.write_text("alice\n")
+    try:
+        output = classroom.run(f"make classroom-users NAMES={names}", check=False)
+        assert not logins.exists() and not logins.with_suffix(".new").exists()
+    finally:
+        logins.write_text(kept)
+    exists = messages(classroom.project)["classroom"]["login_exists"]
+    assert sentence_pattern(exists).search(output), output
+    assert "Traceback" not in output, output
+
+
+def test_mlflow_asks_for_a_login_and_keeps_each_student_to_their_experiment(
+    classroom: Classroom,
+):
+    alice, bob = (student_auth(classroom, student) for student in STUDENTS)
+    alices = experiment_id(classroom, classroom.login("alice")["MLFLOW_EXPERIMENT_NAME"])
+    assert mlflow_as(classroom, None, "GET", "experiments/search", max_results=1).status_code == 401
+    wrong = (alice[0], "not-the-password")
+    assert (
+        mlflow_as(classroom, wrong, "GET", "experiments/search", max_results=1).status_code == 401
+    )
+    assert mlflow_as(classroom, bob, "POST", "runs/create", experiment_id=alices).status_code == 403
+    assert mlflow_as(classroom, bob, "GET", "experiments/get", experiment_id=alices).ok
+    created = mlflow_as(classroom, alice, "POST", "runs/create", experiment_id=alices)
+    assert created.status_code == 200, created.text
+    seen = mlflow_as(classroom, classroom.teacher(), "GET", "experiments/search", max_results=50)
+    names = {experiment["name"] for experiment in seen.json()["experiments"]}
+    assert {classroom.login(s)["MLFLOW_EXPERIMENT_NAME"] for s in STUDENTS} <= names
+
+
+def test_a_student_trains_on_the_server_and_the_artifacts_land_in_the_bucket(
+    classroom: Classroom,
+):
+    classroom.as_student("alice")
+    output = classroom.run("make train", timeout=600)
+    login = classroom.login("alice")
+    new_champion = messages(classroom.project)["tracking"]["new_champion"]
+    assert sentence_pattern(new_champion).search(output), output
+    champion = mlflow_as(
+        classroom,
+        student_auth(classroom, "alice"),
+        "GET",
+        "registered-models/alias",
+        name=login["MLFLOW_MODEL_NAME"],
+        alias="champion",
+    )
+    assert champion.ok, champion.text
+    run_id = champion.json()["model_version"]["run_id"]
+    # The student's environment has no S3 client and no keys: the server proxied it all.
+    assert "AWS_ACCESS_KEY_ID" not in classroom.host.environ(classroom.project)
+    probe = "import importlib.util as u; print(u.find_spec('boto3') is None)"
+    assert classroom.run(f'python -c "{probe}"').strip() == "True"
+    listing = (
+        "import boto3; s3 = boto3.client('s3', endpoint_url='http://s3:8333'); "
+        "pages = s3.get_paginator('list_objects_v2').paginate(Bucket='mlflow'); "
+        "print('\\n'.join(o['Key'] for p in pages for o in p.get('Contents', [])))"
+    )
+    keys = classroom.run(f'{classroom.compose} exec -T mlflow python -c "{listing}"').split()
+    assert [key for key in keys if f"/{run_id}/" in key], keys[:20]
+
+
+def test_a_refused_login_is_one_line(classroom: Classroom):
+    dotenv = classroom.project / ".env"
+    handout = dotenv.read_text()
+    wrong = re.sub(r"^(MLFLOW_TRACKING_PASSWORD)=.*$", r"\1=wrong", handout, flags=re.M)
+    dotenv.write_text(wrong)
+    try:
+        result = subprocess.run(
+            ["make", "train"],
+            cwd=classroom.project,
+            env=classroom.host.environ(classroom.project),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        dotenv.write_text(handout)
+    assert result.returncode != 0
+    refused = messages(classroom.project)["tracking"]["login_refused"]
+    assert sentence_pattern(refused).search(result.stderr), result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_prefect_asks_for_the_class_credential(classroom: Classroom):
+    api = f"{classroom.url('prefect')}/api"
+    assert requests.get(f"{api}/health", timeout=10).ok  # the health check stays open
+    assert requests.post(f"{api}/flow_runs/filter", json={}, timeout=10).status_code == 401
+    classroom.as_student("alice")
+    classroom.run("make prefect PART=part1", timeout=600)
+    credential = classroom.server_env["PREFECT_AUTH_STRING"].split(":", 1)
+    runs = requests.post(f"{api}/flow_runs/filter", json={}, auth=tuple(credential), timeout=10)
+    assert runs.ok, runs.text
+    states = [run["state_type"] for run in runs.json()]
+    assert states and set(states) == {"COMPLETED"}, states
+
+
+def test_dagster_needs_the_class_password_and_keeps_its_runs_in_postgresql(
+    classroom: Classroom,
+):
+    ui = classroom.url("dagster")
+    assert requests.get(f"{ui}/server_info", timeout=10).status_code == 401
+    auth = ("class", classroom.server_env["DAGSTER_UI_PASSWORD"])
+    assert requests.get(f"{ui}/server_info", auth=auth, timeout=10).ok
+    selector = {
+        "repositoryLocationName": "churn_pipeline",
+        "repositoryName": "__repository__",
+        "jobName": "churn_training_job",
+    }
+    launched = dagster_graphql(ui, LAUNCH_JOB, auth=auth, params={"selector": selector})
+    result = launched["launchPipelineExecution"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    run_id = result["run"]["runId"]
+
+    def finished() -> str | None:
+        status = dagster_graphql(ui, RUN_STATUS, auth=auth, id=run_id)["runOrError"]["status"]
+        return status if status in DAGSTER_FINAL_STATUSES else None
+
+    status = wait_until(finished, timeout=420, message="the Dagster run did not finish")
+    failures = [
+        event
+        for event in dagster_graphql(ui, RUN_FAILURES, auth=auth, id=run_id)["logsForRun"]["events"]
+        if event.get("error")
+    ]
+    assert status == "SUCCESS", failures
+    stored = classroom.psql("dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'")
+    assert stored == "SUCCESS"
+
+
+def test_the_board_shows_each_students_champion(classroom: Classroom):
+    board = classroom.run("make classroom-board")
+    rows = {line.split()[0]: line.split()[1:] for line in board.splitlines()[1:] if line.strip()}
+    assert rows["alice"][0] == "v1", board
+    assert float(rows["alice"][1]) > 0
+    assert rows["bob"][:2] == ["-", "-"], board
+
+
+def prefect_flow_run_ids(classroom: Classroom) -> set[str] | None:
+    """The server's flow runs, with the class's credential; None while it cannot answer."""
+    credential = tuple(classroom.server_env["PREFECT_AUTH_STRING"].split(":", 1))
+    api = f"{classroom.url('prefect')}/api"
+    answer = requests.post(f"{api}/flow_runs/filter", json={}, auth=credential, timeout=10)
+    return {run["id"] for run in answer.json()} if answer.ok else None
+
+
+def mlflow_run_ids(classroom: Classroom, auth: tuple[str, str], experiment: str) -> set[str]:
+    found = mlflow_as(classroom, auth, "POST", "runs/search", experiment_ids=[experiment])
+    return {run["info"]["run_id"] for run in found.json()["runs"]}
+
+
+def dagster_run_ids(classroom: Classroom) -> set[str]:
+    auth = ("class", classroom.server_env["DAGSTER_UI_PASSWORD"])
+    runs = dagster_graphql(classroom.url("dagster"), ALL_RUNS, auth=auth)["runsOrError"]
+    return {run["runId"] for run in runs["results"]}
+
+
+def test_postgresql_restarted_mid_class_loses_nothing(classroom: Classroom):
+    """The servers reconnect by themselves; every run, flow run and Dagster run is still
+    there, and the next run is logged."""
+    alice = student_auth(classroom, "alice")
+    alices = experiment_id(classroom, classroom.login("alice")["MLFLOW_EXPERIMENT_NAME"])
+    runs, flow_runs = mlflow_run_ids(classroom, alice, alices), prefect_flow_run_ids(classroom)
+    dagster_runs = dagster_run_ids(classroom)
+    assert runs and flow_runs and dagster_runs
+    classroom.run(f"{classroom.compose} restart postgres", timeout=300)
+
+    def logged_again() -> str | None:
+        created = mlflow_as(classroom, alice, "POST", "runs/create", experiment_id=alices)
+        return created.json()["run"]["info"]["run_id"] if created.ok else None
+
+    reconnected = "did not answer again after PostgreSQL restarted"
+    new_run = wait_until(logged_again, timeout=120, message=f"MLflow {reconnected}")
+    assert mlflow_run_ids(classroom, alice, alices) == runs | {new_run}
+    answered = wait_until(
+        lambda: prefect_flow_run_ids(classroom), timeout=120, message=f"Prefect {reconnected}"
+    )
+    assert answered == flow_runs
+    assert (
+        wait_until(lambda: dagster_run_ids(classroom), 120, f"Dagster {reconnected}")
+        == dagster_runs
+    )
+
+
+def test_no_secret_in_the_logs_or_in_the_runs(classroom: Classroom):
+    logs = classroom.run(f"{classroom.compose} logs --no-color")
+    secrets = classroom.secrets | {s: student_auth(classroom, s)[1] for s in STUDENTS}
+    assert [name for name, value in secrets.items() if value in logs] == []
+    alice = student_auth(classroom, "alice")
+    alices = experiment_id(classroom, classroom.login("alice")["MLFLOW_EXPERIMENT_NAME"])
+    runs = mlflow_as(classroom, alice, "POST", "runs/search", experiment_ids=[alices]).json()
+    recorded = json.dumps([run["data"] for run in runs["runs"]])
+    assert [name for name, value in secrets.items() if value in recorded] == []
