@@ -18,7 +18,6 @@ Usage: uv run python bench/bench_classroom.py [STUDENTS [RUNS_PER_STUDENT]]   (3
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -32,6 +31,8 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from measure import containers_mib  # noqa: E402
 
 from helpers import create_project_env, free_port, render, snapshot_template  # noqa: E402
 
@@ -85,23 +86,9 @@ class Student:
 
 
 def memory(project: Path) -> dict[str, float]:
-    """MiB used by each container of the classroom stack, now."""
-    ids = subprocess.run(
-        [*CLASSROOM, "ps", "-q"], cwd=project, capture_output=True, text=True, check=True
-    ).stdout.split()
-    stats = subprocess.run(
-        ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    usage = {}
-    for line in stats:
-        row = json.loads(line)
-        amount = row["MemUsage"].split(" / ")[0]
-        factor = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[amount[-3:]]
-        usage[row["Name"].split("-classroom-")[-1]] = float(amount[:-3]) * factor
-    return usage
+    """MiB used by each service of the classroom stack, now."""
+    usage = containers_mib(CLASSROOM, project)
+    return {name.split("-classroom-")[-1]: mib for name, mib in usage.items()}
 
 
 def peak_memory(project: Path, stop: threading.Event, peaks: dict[str, float]) -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from measure import containers_mib  # noqa: E402
+
 from helpers import (  # noqa: E402
     ProjectEnv,
     create_project_env,
@@ -42,21 +44,6 @@ def timed(command: list[str], project: Path, timeout: float = 1800) -> float:
     started = time.monotonic()
     subprocess.run(command, cwd=project, check=True, capture_output=True, timeout=timeout)
     return time.monotonic() - started
-
-
-def memory_by_container(project: Path) -> dict[str, str]:
-    ids = subprocess.run(
-        [*STACK, "ps", "-q"], cwd=project, capture_output=True, text=True, check=True
-    ).stdout.split()
-    stats = subprocess.run(
-        ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    return {
-        json.loads(line)["Name"]: json.loads(line)["MemUsage"].split(" / ")[0] for line in stats
-    }
 
 
 def print_volumes(project: Path) -> None:
@@ -84,8 +71,8 @@ def project_slug(project: Path) -> str:
 
 def print_memory(title: str, project: Path) -> None:
     print(f"{title}:")
-    for name, usage in sorted(memory_by_container(project).items()):
-        print(f"  {name:45} {usage}")
+    for name, usage in sorted(containers_mib(STACK, project).items()):
+        print(f"  {name:45} {usage:.0f} MiB")
 
 
 def prepare(work: Path) -> tuple[Path, ProjectEnv, dict[str, int]]:

@@ -1,9 +1,13 @@
-"""Memory of a process tree, as the benches report it."""
+"""Memory of a process tree, or of a Compose stack's containers, as the benches report it."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
 from pathlib import Path
+
+UNITS_IN_MIB = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
 
 
 def process_tree(pid: int) -> list[int]:
@@ -26,3 +30,22 @@ def pss_mib(pid: int) -> float:
 
 def tree_pss_mib(pid: int) -> float:
     return sum(pss_mib(member) for member in process_tree(pid))
+
+
+def containers_mib(compose: list[str], project: Path) -> dict[str, float]:
+    """MiB each running container of a Compose stack uses now (``docker stats``), by name."""
+    ids = subprocess.run(
+        [*compose, "ps", "-q"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout.split()
+    stats = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    usage = {}
+    for line in stats:
+        row = json.loads(line)
+        amount = row["MemUsage"].split(" / ")[0]
+        usage[row["Name"]] = float(amount[:-3]) * UNITS_IN_MIB[amount[-3:]]
+    return usage
