@@ -345,11 +345,25 @@ def test_dagster_needs_the_class_password_and_keeps_its_runs_in_postgresql(
 
 
 def test_the_board_shows_each_students_champion(classroom: Classroom):
+    """Printed for the teacher, and published in MLflow, where a student's login reads it."""
     board = classroom.run("make classroom-board")
     rows = {line.split()[0]: line.split()[1:] for line in board.splitlines()[1:] if line.strip()}
     assert rows["alice"][0] == "v1", board
     assert float(rows["alice"][1]) > 0
     assert rows["bob"][:2] == ["-", "-"], board
+    bob = student_auth(classroom, "bob")
+    board_experiment = experiment_id(classroom, "class-board")
+    runs = mlflow_as(classroom, bob, "POST", "runs/search", experiment_ids=[board_experiment])
+    latest = runs.json()["runs"][0]["info"]["run_id"]
+    page = requests.get(
+        f"{classroom.url('mlflow')}/get-artifact",
+        params={"path": "board.html", "run_uuid": latest},
+        auth=bob,
+        timeout=30,
+    )
+    assert page.ok, page.text
+    cells = re.findall(r"<td>([^<]*)</td>", page.content.decode("utf-8"))
+    assert cells[:3] == ["alice", "v1", rows["alice"][1]], cells
 
 
 def prefect_flow_run_ids(classroom: Classroom) -> set[str] | None:

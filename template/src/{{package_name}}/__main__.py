@@ -122,7 +122,8 @@ def classroom_users(args: argparse.Namespace) -> None:
         for login in create_logins(names, known, settings.experiment_name, settings.model_name):
             logins[login.login] = login
     finally:
-        write_logins(logins.values(), sys.stdout)
+        if logins:
+            write_logins(logins.values(), sys.stdout)
         print(text("classroom.logins_created", count=len(logins) - len(known)), file=sys.stderr)
 
 
@@ -137,7 +138,13 @@ def classroom_handouts(args: argparse.Namespace) -> None:
 
 def classroom_board(args: argparse.Namespace) -> None:
     """Who has a champion, with which score, and when they last ran."""
-    from .classroom import board_lines, class_board, connect_as_teacher
+    from .classroom import (
+        BOARD_EXPERIMENT,
+        board_lines,
+        class_board,
+        connect_as_teacher,
+        publish_board,
+    )
     from .config import load_settings
     from .evaluation import PRIMARY_METRIC
 
@@ -145,6 +152,8 @@ def classroom_board(args: argparse.Namespace) -> None:
     settings = load_settings()
     rows = class_board(settings.experiment_name, settings.model_name, PRIMARY_METRIC)
     print("\n".join(board_lines(rows, PRIMARY_METRIC)))
+    publish_board(rows, PRIMARY_METRIC)
+    print(text("classroom.board_published", experiment=BOARD_EXPERIMENT))
 
 
 def help_text(option: str) -> str:

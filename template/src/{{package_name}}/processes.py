@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -18,9 +19,31 @@ from pathlib import Path
 
 import requests
 
+from .errors import WorkshopError
 from .messages import text
 
 POLL_SECONDS = 0.5
+
+
+class UnsafeDirectoryError(WorkshopError, PermissionError):
+    """A folder meant for this user alone belongs to someone else, or others may write in it."""
+
+
+def private_directory(path: Path) -> Path:
+    """``path``, made if missing, for this user alone (mode 700); refused if it is not.
+
+    A folder whose name anyone can guess (in /tmp, on a shared classroom machine) may
+    have been made by someone else first, to take what is put in it.
+    """
+    path.mkdir(mode=0o700, exist_ok=True)
+    found = path.lstat()
+    if (
+        not stat.S_ISDIR(found.st_mode)
+        or found.st_uid != os.getuid()
+        or stat.S_IMODE(found.st_mode) & 0o077
+    ):
+        raise UnsafeDirectoryError(text("processes.unsafe_directory", directory=path))
+    return path
 
 
 class ProcessExitedError(RuntimeError):
