@@ -304,6 +304,16 @@ def test_prefect_asks_for_the_class_credential(classroom: Classroom):
     assert requests.get(f"{api}/health", timeout=10).ok  # the health check stays open
     assert requests.post(f"{api}/flow_runs/filter", json={}, timeout=10).status_code == 401
     classroom.as_student("alice")
+    dotenv = classroom.project / ".env"
+    handout = dotenv.read_text()
+    dotenv.write_text(re.sub(r"^PREFECT_API_AUTH_STRING=.*\n", "", handout, flags=re.M))
+    try:
+        refused = classroom.run("make prefect PART=part1", timeout=300, check=False)
+    finally:
+        dotenv.write_text(handout)
+    sentence = messages(classroom.project)["prefect"]["credential_refused"]
+    assert sentence_pattern(sentence).search(refused), refused
+    assert "Traceback" not in refused, refused
     classroom.run("make prefect PART=part1", timeout=600)
     credential = classroom.server_env["PREFECT_AUTH_STRING"].split(":", 1)
     runs = requests.post(f"{api}/flow_runs/filter", json={}, auth=tuple(credential), timeout=10)
