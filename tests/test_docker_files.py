@@ -8,6 +8,7 @@ hadolint. The Compose v2 CLI is required: `bash .ci/install-compose.sh`.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import os
@@ -404,6 +405,17 @@ def classroom_secrets(project: Path) -> dict[str, str]:
     return {name: f"value-of-{name.lower()}" for name in required}
 
 
+def written_by_classroom_up(project: Path) -> set[str]:
+    """The names `make classroom-up` writes into classroom/.env: classroom.py's constants."""
+    module = ast.parse(next(project.glob("src/*/classroom.py")).read_text())
+    names = {"CLASSROOM_HOST"}
+    for node in module.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and target.id in {"SECRET_NAMES", "SERVER_DEFAULTS"}:
+            names |= set(ast.literal_eval(node.value))
+    return names
+
+
 def classroom_config(project: Path) -> dict:
     env_file = project / "classroom" / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in classroom_secrets(project).items()))
@@ -416,6 +428,8 @@ def classroom_config(project: Path) -> dict:
 @pytest.mark.parametrize("orchestrator", ORCHESTRATORS)
 def test_the_classroom_stack_holds_each_secret_where_it_is_needed(projects, orchestrator: str):
     project = projects[orchestrator, "3.12"]
+    # every variable the stack requires is one that `make classroom-up` writes
+    assert set(classroom_secrets(project)) <= written_by_classroom_up(project)
     services = classroom_config(project)["services"]
     wanted = set(CLASSROOM_SERVICES["core"])
     if orchestrator in ("prefect", "both"):
