@@ -447,6 +447,12 @@ def places_holding(folder: Path, secret: str) -> list[str]:
     )
 
 
+def env_file_values(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of an .env file (a handout, classroom/.env)."""
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
 def csv_without_column(source: Path, destination: Path, column: str) -> Path:
     """A copy of a CSV file without one of its columns: a student's data file gone wrong."""
     with source.open(newline="") as infile, destination.open("w", newline="") as outfile:

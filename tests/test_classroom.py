@@ -28,6 +28,7 @@ from helpers import (
     DAGSTER_FINAL_STATUSES,
     ProjectEnv,
     dagster_graphql,
+    env_file_values,
     free_port,
     messages,
     sentence_pattern,
@@ -108,17 +109,14 @@ class Classroom:
 
     @property
     def server_env(self) -> dict[str, str]:
-        lines = (self.project / "classroom" / ".env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
+        return env_file_values(self.project / "classroom" / ".env")
 
     @property
     def secrets(self) -> dict[str, str]:
         return {k: v for k, v in self.server_env.items() if k not in NOT_SECRET}
 
     def login(self, student: str) -> dict[str, str]:
-        handout = self.project / "classroom" / "handouts" / f"{student}.env"
-        lines = handout.read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
+        return env_file_values(self.project / "classroom" / "handouts" / f"{student}.env")
 
     def as_student(self, student: str) -> None:
         """The student's .env is their handout, as the guide says."""
