@@ -119,6 +119,7 @@ CLASSROOM = {
     "classroom/s3.sh",
     "docs/classroom.md",
     "src/{package}/classroom.py",
+    "tests/test_classroom.py",
 }
 CLASSROOM_DAGSTER = {
     "classroom/dagster/dagster.yaml",
