@@ -145,7 +145,12 @@ def classroom(render_project, project_env_for, base_image: str) -> Iterator[Clas
     )
     try:
         room.run(f"{room.compose} down -v --remove-orphans", check=False)
-        room.run("make classroom-up", timeout=1500)
+        try:
+            room.run("make classroom-up", timeout=1500)
+        except AssertionError as failure:  # what the stack shows goes with the failure
+            state = room.run(f"{room.compose} ps -a", check=False)
+            state += room.run(f"{room.compose} logs --tail=40 --no-color", check=False)
+            raise AssertionError(f"{failure}\n--- the stack ---\n{state[-8000:]}") from None
         yield room
     finally:
         room.run(f"{room.compose} down -v --remove-orphans", check=False)
