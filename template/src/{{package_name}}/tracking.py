@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.utils.credentials import read_mlflow_creds
 from sklearn.pipeline import Pipeline
 
 from .config import Settings
@@ -42,14 +43,14 @@ def check_tracking_server(uri: str, timeout: float = 3.0) -> None:
     """Fail fast with a clear message, instead of MLflow's minutes of retries.
 
     ``/health`` answers everyone, so a server with logins is then asked for one
-    experiment with the login of .env (MLFLOW_TRACKING_USERNAME and _PASSWORD, which
-    MLflow's client sends): a refused login is named now, not deep in a traceback.
+    experiment with the login MLflow's client sends (MLFLOW_TRACKING_USERNAME and
+    _PASSWORD from .env, or ~/.mlflow/credentials on a class worker): a refused login
+    is named now, not deep in a traceback.
     """
     if not uri.startswith(("http://", "https://")):
         return  # a local file or database store needs no server
     base = uri.rstrip("/")
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    user, password = read_mlflow_creds()
     try:
         requests.get(f"{base}/health", timeout=timeout).raise_for_status()
         answer = requests.get(
