@@ -110,7 +110,8 @@ DOCKER = {
     "docs/images/docker-mlflow.png",
 }
 
-# The classroom server (docs/classroom.md): rendered always, the Dagster pieces with Dagster.
+# The classroom server (docs/classroom.md): rendered always, the class's Prefect workers with
+# Prefect, the Dagster pieces with Dagster.
 CLASSROOM = {
     "classroom/Dockerfile",
     "classroom/compose.yml",
@@ -121,6 +122,7 @@ CLASSROOM = {
     "src/{package}/classroom.py",
     "tests/test_classroom.py",
 }
+CLASSROOM_PREFECT = {"classroom/worker.yml", "classroom/worker.sh"}
 CLASSROOM_DAGSTER = {
     "classroom/dagster/dagster.yaml",
     "classroom/dagster/workspace.yaml",
@@ -138,7 +140,7 @@ def expected_files(answers: dict) -> set[str]:
     if answers["include_notebooks"]:
         files |= NOTEBOOKS | (SOLUTIONS["notebooks"] if solutions else set())
     if orchestrator in ("prefect", "both"):
-        files |= PREFECT | (SOLUTIONS["prefect"] if solutions else set())
+        files |= PREFECT | CLASSROOM_PREFECT | (SOLUTIONS["prefect"] if solutions else set())
     if orchestrator in ("dagster", "both"):
         files |= DAGSTER | CLASSROOM_DAGSTER | (SOLUTIONS["dagster"] if solutions else set())
     if answers["include_airflow"]:

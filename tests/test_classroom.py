@@ -5,8 +5,10 @@ SeaweedFS, MLflow with logins, Prefect with the class's credential, Dagster on P
 behind its password) and `make classroom-users`, and hands out the logins. Students work
 on the server with nothing but their handout in .env: their runs, models and artifacts
 land in their own experiment and in the bucket, others can read but not write them, and
-the board shows who has a champion. PostgreSQL restarted mid-class loses nothing, and no
-secret shows in a log, a run's parameters or a file git would commit.
+the board shows who has a champion. A class worker, started with the workers' handout,
+runs two students' schedules at once, each into their own experiment. PostgreSQL
+restarted mid-class loses nothing and the schedules go on, and no secret shows in a log,
+a run's parameters or a file git would commit.
 
 The tests run in order on one server (started once for the module, removed at the end).
 """
@@ -14,7 +16,10 @@ The tests run in order on one server (started once for the module, removed at th
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -25,20 +30,26 @@ import pytest
 import requests
 
 from helpers import (
+    CANDIDATES,
     DAGSTER_FINAL_STATUSES,
+    PREFECT_FINAL_STATES,
+    Deadline,
     ProjectEnv,
     dagster_graphql,
     env_file_values,
     free_port,
     messages,
+    prefect_call,
     sentence_pattern,
     succeeded,
+    wait_for_output,
     wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("classroom")]
 
 STUDENTS = ("alice", "bob")
+TRAINING_FLOW = "churn-training-pipeline"
 SERVICES = {
     "postgres",
     "s3",
@@ -82,12 +93,17 @@ class Classroom:
     project: Path
     host: ProjectEnv
     base_image: str
+    address: str  # CLASSROOM_HOST: the server's address, as students and workers reach it
     ports: dict[str, int] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
 
     @property
     def compose(self) -> str:
         return "docker compose --file classroom/compose.yml --env-file classroom/.env"
+
+    @property
+    def worker(self) -> str:
+        return "docker compose --file classroom/worker.yml"
 
     def run(self, command: str, timeout: float = 900, check: bool = True) -> str:
         """One command at the project's root, as the teacher or a student types it."""
@@ -105,7 +121,7 @@ class Classroom:
         return result.stdout + result.stderr
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+        return f"http://{self.address}:{self.ports[service]}"
 
     @property
     def server_env(self) -> dict[str, str]:
@@ -126,6 +142,17 @@ class Classroom:
     def teacher(self) -> tuple[str, str]:
         return "teacher", self.server_env["MLFLOW_ADMIN_PASSWORD"]
 
+    @property
+    def prefect_credential(self) -> tuple[str, str]:
+        user, password = self.server_env["PREFECT_AUTH_STRING"].split(":", 1)
+        return user, password
+
+    def prefect(self, method: str, path: str, **body) -> dict | list:
+        """One Prefect API call with the class's credential."""
+        url = f"{self.url('prefect')}/api/{path}"
+        answer = prefect_call(method, url, auth=self.prefect_credential, json=body or None)
+        return answer.json()
+
     def psql(self, database: str, query: str) -> str:
         return self.run(
             f"{self.compose} exec -T postgres psql --host=/tmp --username=postgres "
@@ -133,14 +160,33 @@ class Classroom:
         ).strip()
 
 
+def bridge_address() -> str:
+    """This machine's address on Docker's default network: containers reach the server
+    there as another machine would, while nothing listens beyond this machine."""
+    inspected = subprocess.run(
+        [
+            "docker",
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    succeeded(inspected)
+    return inspected.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def classroom(render_project, project_env_for, base_image: str) -> Iterator[Classroom]:
-    """`make classroom-up` on loopback ports, from the project's image built here."""
+    """`make classroom-up` on Docker's bridge address, from the project's image built here."""
     project = render_project("classroom", project_name="Classroom Demo", orchestrator="both")
-    room = Classroom(project, project_env_for(project), base_image)
+    room = Classroom(project, project_env_for(project), base_image, bridge_address())
     room.ports = {service: free_port() for service in ("mlflow", "prefect", "dagster")}
     (project / "classroom" / ".env").write_text(
-        "CLASSROOM_HOST=127.0.0.1\nCLASSROOM_BIND=127.0.0.1\n"
+        f"CLASSROOM_HOST={room.address}\nCLASSROOM_BIND={room.address}\n"
         + "".join(f"{name.upper()}_PORT={port}\n" for name, port in room.ports.items())
     )
     try:
@@ -153,6 +199,8 @@ def classroom(render_project, project_env_for, base_image: str) -> Iterator[Clas
             raise AssertionError(f"{failure}\n--- the stack ---\n{state[-8000:]}") from None
         yield room
     finally:
+        room.run(f"{room.worker} down --remove-orphans", check=False)
+        room.run("docker volume rm --force classroom-demo-class-worker", check=False)
         room.run(f"{room.compose} down -v --remove-orphans", check=False)
 
 
@@ -379,6 +427,108 @@ def test_the_board_shows_each_students_champion(classroom: Classroom):
     assert cells[:3] == ["alice", "v1", rows["alice"][1]], cells
 
 
+def start_deploying(project: Path, env: ProjectEnv, log: Path) -> subprocess.Popen:
+    """`make prefect-deploy` in the background, as a student leaves it running."""
+    with log.open("w") as output:
+        return subprocess.Popen(
+            ["make", "prefect-deploy"],
+            cwd=project,
+            env=env.environ(project),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def test_each_students_schedule_runs_on_the_class_worker_into_their_experiment(
+    classroom: Classroom, render_project, tmp_path: Path
+):
+    """The teacher starts a worker with the workers' handout (on the server's machine here;
+    any machine with Docker does). Alice and bob deploy from their own projects, every
+    minute: their runs execute at once, each in a container the worker starts, and land in
+    their own experiment and model, and nowhere else, with nothing secret in Prefect."""
+    handouts = classroom.project / "classroom" / "handouts"
+    shutil.copy(handouts / "class-worker.env", classroom.project / "classroom" / "worker.env")
+    classroom.run("make classroom-worker", timeout=900)
+    bobs = render_project("classroom-bob", project_name="Classroom Demo", orchestrator="both")
+    projects = {"alice": classroom.project, "bob": bobs}
+    watching = messages(classroom.project)["prefect"]["deploy"]["watching"]
+    deployers = {}
+    for student, project in projects.items():
+        handout = (handouts / f"{student}.env").read_text()
+        (project / ".env").write_text(handout + "SCHEDULE_CRON=* * * * *\n")
+        log = tmp_path / f"{student}-deploy.log"
+        deployers[student] = start_deploying(project, classroom.host, log)
+        wait_for_output(deployers[student], log, watching, Deadline.DEPLOYED, f"{student} deploy")
+    deployments = {
+        student: classroom.prefect(
+            "GET", f"deployments/name/{TRAINING_FLOW}/scheduled-training-{student}"
+        )
+        for student in STUDENTS
+    }
+
+    def first_runs_ended() -> dict[str, dict] | None:
+        ended = {}
+        for student, deployment in deployments.items():
+            runs = classroom.prefect(
+                "POST", "flow_runs/filter", deployments={"id": {"any_": [deployment["id"]]}}
+            )
+            done = [run for run in runs if run["state_type"] in PREFECT_FINAL_STATES]
+            if not done:
+                return None
+            ended[student] = done[0]
+        return ended
+
+    runs = wait_until(
+        first_runs_ended,
+        Deadline.SCHEDULE_LAUNCH + Deadline.SCHEDULED_RUN,
+        "a student's scheduled run never ended on the class worker",
+        interval=3,
+    )
+    paused = sentence_pattern(messages(classroom.project)["prefect"]["schedule"]["paused"])
+    for student, deployer in deployers.items():
+        os.killpg(deployer.pid, signal.SIGINT)  # Ctrl+C, to make and the script it runs
+        deployer.wait(timeout=Deadline.STOPPED)
+        said = (tmp_path / f"{student}-deploy.log").read_text()
+        assert paused.search(said) and "Traceback" not in said, said[-3000:]
+    assert {student: run["state_type"] for student, run in runs.items()} == {
+        student: "COMPLETED" for student in STUDENTS
+    }, classroom.run(f"{classroom.worker} logs --tail=60", check=False)
+    alice, bob = runs["alice"], runs["bob"]
+    assert alice["start_time"] < bob["end_time"] and bob["start_time"] < alice["end_time"]
+    experiments = {
+        student: experiment_id(classroom, classroom.login(student)["MLFLOW_EXPERIMENT_NAME"])
+        for student in STUDENTS
+    }
+    for student, run in runs.items():
+        assert run["infrastructure_pid"], run  # the container the worker started
+        assert classroom.prefect("GET", f"deployments/{deployments[student]['id']}")["paused"]
+        found = mlflow_as(
+            classroom,
+            classroom.teacher(),
+            "POST",
+            "runs/search",
+            experiment_ids=list(experiments.values()),
+            filter=f"tags.prefect_flow_run_id = '{run['id']}'",
+        ).json()["runs"]
+        assert {r["info"]["experiment_id"] for r in found} == {experiments[student]}
+        finished = sorted(r["info"]["run_name"] for r in found if r["info"]["status"] == "FINISHED")
+        assert finished == CANDIDATES, found
+        model = classroom.login(student)["MLFLOW_MODEL_NAME"]
+        versions = mlflow_as(
+            classroom,
+            classroom.teacher(),
+            "GET",
+            "model-versions/search",
+            filter=f"name = '{model}'",
+        ).json()["model_versions"]
+        registered = {version["run_id"] for version in versions}
+        assert registered & {r["info"]["run_id"] for r in found}, versions
+    stored = json.dumps(list(deployments.values()))
+    secrets = classroom.secrets | {s: student_auth(classroom, s)[1] for s in STUDENTS}
+    assert [name for name, value in secrets.items() if value in stored] == []
+
+
 def prefect_flow_run_ids(classroom: Classroom) -> set[str] | None:
     """The server's flow runs, with the class's credential; None while it cannot answer."""
     credential = tuple(classroom.server_env["PREFECT_AUTH_STRING"].split(":", 1))
@@ -400,7 +550,8 @@ def dagster_run_ids(classroom: Classroom) -> set[str]:
 
 def test_postgresql_restarted_mid_class_loses_nothing(classroom: Classroom):
     """The servers reconnect by themselves; every run, flow run and Dagster run is still
-    there, and the next run is logged."""
+    there, the next run is logged, and the next tick of alice's schedule (resumed) runs on
+    the class worker."""
     alice = student_auth(classroom, "alice")
     alices = experiment_id(classroom, classroom.login("alice")["MLFLOW_EXPERIMENT_NAME"])
     runs, flow_runs = mlflow_run_ids(classroom, alice, alices), prefect_flow_run_ids(classroom)
@@ -423,6 +574,35 @@ def test_postgresql_restarted_mid_class_loses_nothing(classroom: Classroom):
         wait_until(lambda: dagster_run_ids(classroom), 120, f"Dagster {reconnected}")
         == dagster_runs
     )
+    training = classroom.prefect(
+        "GET", f"deployments/name/{TRAINING_FLOW}/scheduled-training-alice"
+    )
+    deployment = f"{classroom.url('prefect')}/api/deployments/{training['id']}"
+    prefect_call("POST", f"{deployment}/resume_deployment", auth=classroom.prefect_credential)
+
+    def next_run_ended() -> dict | None:
+        runs = classroom.prefect(
+            "POST", "flow_runs/filter", deployments={"id": {"any_": [training["id"]]}}
+        )
+        return next(
+            (
+                run
+                for run in runs
+                if run["id"] not in flow_runs and run["state_type"] in PREFECT_FINAL_STATES
+            ),
+            None,
+        )
+
+    try:
+        run = wait_until(
+            next_run_ended,
+            Deadline.SCHEDULE_LAUNCH + Deadline.SCHEDULED_RUN,
+            "no scheduled run ended after PostgreSQL restarted",
+            interval=3,
+        )
+    finally:
+        prefect_call("POST", f"{deployment}/pause_deployment", auth=classroom.prefect_credential)
+    assert run["state_type"] == "COMPLETED", run["state"]
 
 
 def test_no_secret_in_the_logs_or_in_the_runs(classroom: Classroom):

@@ -395,6 +395,7 @@ SECRET_HOLDERS = {
     "S3_SECRET_KEY": {"s3", "mlflow"},
     "MLFLOW_SECRET_KEY": {"mlflow"},
     "PREFECT_DB_PASSWORD": {"postgres", "prefect-server"},
+    "MLFLOW_WORKER_PASSWORD": {"mlflow"},  # it makes the workers' login; the workers get a file
     "DAGSTER_UI_PASSWORD": {"dagster-proxy"},
 }
 
@@ -474,14 +475,34 @@ def test_the_classroom_files_pass_hadolint_and_the_compose_spec(projects, orches
         [str(DEV_BIN / "hadolint"), str(classroom / "Dockerfile")], capture_output=True, text=True
     )
     assert linted.returncode == 0, linted.stdout + linted.stderr
+    compose_files = sorted(classroom.glob("*.yml"))
+    workers = orchestrator in ("prefect", "both")  # the class's Prefect workers
+    assert [path.name for path in compose_files] == ["compose.yml", *(["worker.yml"] * workers)]
     checked = subprocess.run(
         [
             str(DEV_BIN / "check-jsonschema"),
             "--builtin-schema",
             "vendor.compose-spec",
-            str(classroom / "compose.yml"),
+            *map(str, compose_files),
         ],
         capture_output=True,
         text=True,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_class_worker_without_the_workers_handout_says_what_to_copy(projects):
+    """`make classroom-worker` on a machine that lacks classroom/worker.env: one line, and
+    nothing built or started."""
+    project = projects["both", "3.12"]
+    result = subprocess.run(
+        ["make", "classroom-worker", "COMPOSE=false"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    said = result.stderr.splitlines()[0]
+    assert said.startswith("classroom/worker.env") and "handouts/class-worker.env" in said, said
+    assert "build" not in result.stdout  # stopped before any compose command
