@@ -150,7 +150,7 @@ class Classroom:
     def prefect(self, method: str, path: str, **body) -> dict | list:
         """One Prefect API call with the class's credential."""
         url = f"{self.url('prefect')}/api/{path}"
-        answer = prefect_call(method, url, auth=self.prefect_credential, json=body or None)
+        answer = prefect_call(method, url, auth=self.prefect_credential, json=body)
         return answer.json()
 
     def psql(self, database: str, query: str) -> str:
@@ -366,10 +366,7 @@ def test_prefect_asks_for_the_class_credential(classroom: Classroom):
     assert sentence_pattern(sentence).search(refused), refused
     assert "Traceback" not in refused, refused
     classroom.run("make prefect PART=part1", timeout=600)
-    credential = classroom.server_env["PREFECT_AUTH_STRING"].split(":", 1)
-    runs = requests.post(f"{api}/flow_runs/filter", json={}, auth=tuple(credential), timeout=10)
-    assert runs.ok, runs.text
-    states = [run["state_type"] for run in runs.json()]
+    states = [run["state_type"] for run in classroom.prefect("POST", "flow_runs/filter")]
     assert states and set(states) == {"COMPLETED"}, states
 
 
@@ -543,9 +540,10 @@ def test_each_students_schedule_runs_on_the_class_worker_into_their_experiment(
 
 def prefect_flow_run_ids(classroom: Classroom) -> set[str] | None:
     """The server's flow runs, with the class's credential; None while it cannot answer."""
-    credential = tuple(classroom.server_env["PREFECT_AUTH_STRING"].split(":", 1))
     api = f"{classroom.url('prefect')}/api"
-    answer = requests.post(f"{api}/flow_runs/filter", json={}, auth=credential, timeout=10)
+    answer = requests.post(
+        f"{api}/flow_runs/filter", json={}, auth=classroom.prefect_credential, timeout=10
+    )
     return {run["id"] for run in answer.json()} if answer.ok else None
 
 
