@@ -38,4 +38,11 @@ class DerivedContext(ContextHook):
         # Seconds between a Prefect flow run's heartbeats (Prefect's minimum), named once for
         # the native worker's config and the container's.
         context["prefect_heartbeat_seconds"] = 30
+        # The classroom's names that its compose files, Makefile, scripts and Python code
+        # share: the class's Prefect work pool, the image every classroom container and
+        # class flow run uses, and the Docker volume holding the class workers' MLflow login.
+        slug = context.get("project_slug", "")
+        context["classroom_pool"] = "class-pool"
+        context["classroom_image"] = f"{slug}-classroom:latest"
+        context["classroom_worker_volume"] = f"{slug}-class-worker"
         context["python_tag"] = "py" + str(context.get("python_version", "3.12")).replace(".", "")
