@@ -24,6 +24,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ from helpers import (
     PREFECT_FINAL_STATES,
     Deadline,
     ProjectEnv,
+    assert_check_report,
     dagster_graphql,
     env_file_values,
     free_port,
@@ -49,6 +51,8 @@ from helpers import (
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("classroom")]
 
 STUDENTS = ("alice", "bob")
+SOLUTION = "pipelines/workshop/prefect/Prefect_Exercises_solution.py"
+BRIDGE_INTERFACE = '{{index .Options "com.docker.network.bridge.name"}}'
 TRAINING_FLOW = "churn-training-pipeline"
 SERVICES = {
     "postgres",
@@ -162,27 +166,33 @@ class Classroom:
 
 def bridge_address() -> str:
     """This machine's address on Docker's default network: containers reach the server
-    there as another machine would, while nothing listens beyond this machine."""
-    inspected = subprocess.run(
-        [
-            "docker",
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ],
+    there as another machine would, while nothing listens beyond this machine.
+
+    Read from the bridge's interface: the network's IPAM gateway is not always recorded
+    (an engine started on an existing docker0 leaves it out)."""
+    name = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "--format", BRIDGE_INTERFACE],
         capture_output=True,
         text=True,
     )
-    succeeded(inspected)
-    return inspected.stdout.strip()
+    succeeded(name)
+    shown = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", name.stdout.strip()],
+        capture_output=True,
+        text=True,
+    )
+    succeeded(shown)
+    address = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", shown.stdout)
+    assert address, f"no IPv4 address on Docker's bridge:\n{shown.stdout}"
+    return address.group(1)
 
 
 @pytest.fixture(scope="module")
 def classroom(render_project, project_env_for, base_image: str) -> Iterator[Classroom]:
     """`make classroom-up` on Docker's bridge address, from the project's image built here."""
-    project = render_project("classroom", project_name="Classroom Demo", orchestrator="both")
+    project = render_project(
+        "classroom", project_name="Classroom Demo", orchestrator="both", include_solutions=True
+    )
     room = Classroom(project, project_env_for(project), base_image, bridge_address())
     room.ports = {service: free_port() for service in ("mlflow", "prefect", "dagster")}
     (project / "classroom" / ".env").write_text(
@@ -424,11 +434,13 @@ def test_the_board_shows_each_students_champion(classroom: Classroom):
     assert cells[:3] == ["alice", "v1", rows["alice"][1]], cells
 
 
-def start_deploying(project: Path, env: ProjectEnv, log: Path) -> subprocess.Popen:
-    """`make prefect-deploy` in the background, as a student leaves it running."""
+def start_deploying(
+    project: Path, env: ProjectEnv, log: Path, command: tuple[str, ...] = ("make", "prefect-deploy")
+) -> subprocess.Popen:
+    """A deploy command in the background, as a student leaves it running."""
     with log.open("w") as output:
         return subprocess.Popen(
-            ["make", "prefect-deploy"],
+            command,
             cwd=project,
             env=env.environ(project),
             stdout=output,
@@ -536,6 +548,82 @@ def test_each_students_schedule_runs_on_the_class_worker_into_their_experiment(
     stored = json.dumps(list(deployments.values()))
     secrets = classroom.secrets | {s: student_auth(classroom, s)[1] for s in STUDENTS}
     assert [name for name, value in secrets.items() if value in stored] == []
+
+
+def test_a_students_exercise_schedule_runs_their_own_file_on_their_machine(
+    classroom: Classroom, tmp_path: Path
+):
+    """Step 5 of the Prefect exercises on the class server: the class's workers run the
+    class's image, so alice's deployment goes to a pool of her own, served by the worker
+    that step5 starts on her machine while it watches. Her check finds her deployment by
+    its name (bob's file has the same entrypoint), the scheduled run logs under her own
+    login, and Ctrl+C leaves no worker behind."""
+    classroom.as_student("alice")
+    with (classroom.project / ".env").open("a") as env:
+        env.write("SCHEDULE_CRON=* * * * *\n")
+    texts = messages(classroom.project)["exercises"]["prefect"]["step5"]
+    log = tmp_path / "step5.log"
+    python = str(classroom.host.python)
+    watcher = start_deploying(classroom.project, classroom.host, log, (python, SOLUTION, "step5"))
+    try:
+        wait_for_output(watcher, log, texts["deployed"].split("{")[0], Deadline.DEPLOYED, "step5")
+        deployment = classroom.prefect(
+            "GET", "deployments/name/training-pipeline/prefect-exercises-solution-alice"
+        )
+        assert deployment["work_pool_name"] == "alice-pool", deployment
+
+        def completed_scheduled_run() -> dict | None:
+            runs = classroom.prefect(
+                "POST", "flow_runs/filter", deployments={"id": {"any_": [deployment["id"]]}}
+            )
+            done = [r for r in runs if r["auto_scheduled"] and r["state_type"] == "COMPLETED"]
+            return done[0] if done else None
+
+        flow_run = wait_until(
+            completed_scheduled_run,
+            Deadline.SCHEDULE_LAUNCH + Deadline.SCHEDULED_RUN,
+            "alice's exercise schedule never completed a run on her machine",
+            interval=3,
+        )
+        check = classroom.host.run(
+            [python, SOLUTION, "check", "step5"], classroom.project, check=False
+        )
+        points = ["deployed", "cron", "typed", "scheduled"]
+        assert_check_report(check, [("✓", texts[f"{point}_ok"]) for point in points])
+    finally:
+        os.killpg(watcher.pid, signal.SIGINT)  # Ctrl+C
+        watcher.wait(timeout=Deadline.STOPPED)
+    said = log.read_text()
+    assert sentence_pattern(texts["own_worker"]).search(said), said[-3000:]
+    paused = sentence_pattern(messages(classroom.project)["prefect"]["schedule"]["paused"])
+    assert paused.search(said) and "Traceback" not in said, said[-3000:]
+    assert not processes_with("--pool alice-pool"), "step5 left its worker running"
+    experiment = experiment_id(
+        classroom, f"{classroom.login('alice')['MLFLOW_EXPERIMENT_NAME']}-exercises"
+    )
+    started = int(datetime.fromisoformat(flow_run["start_time"]).timestamp() * 1000)
+    found = mlflow_as(
+        classroom,
+        classroom.teacher(),
+        "POST",
+        "runs/search",
+        experiment_ids=[experiment],
+        filter=f"attributes.start_time >= {started}",
+    ).json()["runs"]
+    assert found and {run["info"]["user_id"] for run in found} == {"alice"}, found
+
+
+def processes_with(argument: str) -> list[str]:
+    """The command lines of this machine's processes that hold ``argument``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # it ended meanwhile
+            continue
+        if argument in line:
+            found.append(line)
+    return found
 
 
 def prefect_flow_run_ids(classroom: Classroom) -> set[str] | None:

@@ -133,7 +133,9 @@ def classroom_handouts(args: argparse.Namespace) -> None:
 
     folder = args.logins.parent / "handouts"
     written = write_handouts(args.logins, args.env_file, folder)
-    print(text("classroom.handouts_written", count=len(written), folder=folder))
+    print(text("classroom.handouts_written", count=len(written.students), folder=folder))
+    if written.workers is not None:
+        print(text("classroom.worker_handout_written", path=written.workers))
 
 
 def classroom_board(args: argparse.Namespace) -> None:
