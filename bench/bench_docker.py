@@ -1,18 +1,21 @@
 """Figures of the Docker path on this machine, printed for the README.
 
-Renders the default project (orchestrator=both), builds its one image on the base
-image built from Debian's packages (`.ci/build-base-image.sh`), and prints:
+Renders the default project (orchestrator=both, or the one given), builds its one image on
+the base image built from Debian's packages (`.ci/build-base-image.sh`), and prints:
 - the image's size, and the whole stack's disk (image plus volumes after a run);
 - the build time cold (no build cache) and cached after editing a flow;
 - `up -d --wait` to every service healthy, Dagster included;
 - each container's memory idle, and while a scheduled Prefect run runs (`docker stats`);
-- a deployment made from the host to its first scheduled run completed in the container.
+- a deployment made from the host to its first scheduled run completed in the container
+  (with Prefect).
 
-Needs a Docker engine (`bash .ci/start-docker.sh`). Usage: uv run python bench/bench_docker.py
+Needs a Docker engine (`bash .ci/start-docker.sh`). Usage:
+    uv run python bench/bench_docker.py [--orchestrator prefect]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -28,6 +31,8 @@ from measure import containers_mib  # noqa: E402
 
 from helpers import (  # noqa: E402
     ProjectEnv,
+    copier_choices,
+    copier_default,
     create_project_env,
     free_port,
     prefect_flow_runs,
@@ -71,12 +76,15 @@ def project_slug(project: Path) -> str:
 
 def print_memory(title: str, project: Path) -> None:
     print(f"{title}:")
-    for name, usage in sorted(containers_mib(STACK, project).items()):
+    usages = containers_mib(STACK, project)
+    for name, usage in sorted(usages.items()):
         print(f"  {name:45} {usage:.0f} MiB")
+    print(f"  {'in all':45} {sum(usages.values()):.0f} MiB")
 
 
-def prepare(work: Path) -> tuple[Path, ProjectEnv, dict[str, int]]:
-    project = render(snapshot_template(work / "template"), work / "project", orchestrator="both")
+def prepare(work: Path, orchestrator: str) -> tuple[Path, ProjectEnv, dict[str, int]]:
+    template = snapshot_template(work / "template")
+    project = render(template, work / "project", orchestrator=orchestrator)
     env = create_project_env(work / "venv", project, dev_group=False)
     ports = {"MLFLOW_PORT": free_port(), "PREFECT_PORT": free_port(), "DAGSTER_PORT": free_port()}
     dotenv = (project / ".env.example").read_text()
@@ -126,8 +134,16 @@ def deploy_to_first_completed_run(project: Path, env: ProjectEnv, prefect_port: 
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--orchestrator",
+        choices=copier_choices("orchestrator"),
+        default=copier_default("orchestrator"),
+    )
+    orchestrator = parser.parse_args().orchestrator
+    print(f"orchestrator={orchestrator}")
     work = Path(tempfile.mkdtemp(prefix="bench-docker-"))
-    project, env, ports = prepare(work)
+    project, env, ports = prepare(work, orchestrator)
     try:
         cold = timed([*STACK, "build", "--no-cache"], project)
         size = subprocess.run(
@@ -142,10 +158,11 @@ def main() -> None:
         print(f"image: {int(size) / 1e9:.2f} GB (one image for every service)")
         print(f"build: cold {cold:.0f} s, after editing a flow {cached:.1f} s")
         up = timed([*STACK, "up", "-d", "--wait"], project)
-        print(f"up -d --wait to every service healthy (Dagster included): {up:.0f} s")
+        print(f"up -d --wait to every service healthy: {up:.0f} s")
         print_memory("memory idle", project)
-        seconds = deploy_to_first_completed_run(project, env, ports["PREFECT_PORT"])
-        print(f"host deploy to first scheduled run completed in the container: {seconds:.0f} s")
+        if orchestrator != "dagster":
+            seconds = deploy_to_first_completed_run(project, env, ports["PREFECT_PORT"])
+            print(f"host deploy to first scheduled run completed in the container: {seconds:.0f} s")
         print_volumes(project)
     finally:
         subprocess.run([*STACK, "down", "-v"], cwd=project, capture_output=True)
