@@ -249,6 +249,23 @@ def succeeded(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedP
     return result
 
 
+def remove_compose_project(name: str) -> None:
+    """Remove what a Compose project left behind (its containers, then its volumes and
+    networks), found by Compose's label: `docker compose down` needs the project's file and
+    every variable it requires, which an interrupted run may not have left."""
+    label = f"label=com.docker.compose.project={name}"
+    for listing, removal in (
+        (["ps", "--all", "--quiet"], ["rm", "--force"]),
+        (["volume", "ls", "--quiet"], ["volume", "rm", "--force"]),
+        (["network", "ls", "--quiet"], ["network", "rm"]),
+    ):
+        found = succeeded(
+            subprocess.run(["docker", *listing, "--filter", label], capture_output=True, text=True)
+        )
+        if ids := found.stdout.split():
+            succeeded(subprocess.run(["docker", *removal, *ids], capture_output=True, text=True))
+
+
 def answered_python(project: Path) -> str:
     """The ``python_version`` the project's answers name: what its students run."""
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())

@@ -6,7 +6,9 @@ behind its password) and `make classroom-users`, and hands out the logins. Stude
 on the server with nothing but their handout in .env: their runs, models and artifacts
 land in their own experiment and in the bucket, others can read but not write them, and
 the board shows who has a champion. A class worker, started with the workers' handout,
-runs two students' schedules, each into their own experiment. PostgreSQL restarted
+runs two students' schedules, each into their own experiment; what needs a student's own
+files (the exercise's schedule, monitoring of the batches on their machine) runs on a
+worker the student's script starts on their machine. PostgreSQL restarted
 mid-class loses nothing and the schedules go on, and no secret shows in a log, a run's
 parameters or a file git would commit.
 
@@ -42,6 +44,7 @@ from helpers import (
     free_port,
     messages,
     prefect_call,
+    remove_compose_project,
     sentence_pattern,
     succeeded,
     wait_for_output,
@@ -51,6 +54,8 @@ from helpers import (
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("classroom")]
 
 STUDENTS = ("alice", "bob")
+# The Compose projects of the classroom's two files: the server, and a class worker.
+STACKS = ("classroom-demo-classroom", "classroom-demo-worker")
 SOLUTION = "pipelines/workshop/prefect/Prefect_Exercises_solution.py"
 BRIDGE_INTERFACE = '{{index .Options "com.docker.network.bridge.name"}}'
 TRAINING_FLOW = "churn-training-pipeline"
@@ -200,7 +205,8 @@ def classroom(render_project, project_env_for, base_image: str) -> Iterator[Clas
         + "".join(f"{name.upper()}_PORT={port}\n" for name, port in room.ports.items())
     )
     try:
-        room.run(f"{room.compose} down -v --remove-orphans", check=False)
+        for stack in STACKS:  # what an interrupted run left, with its old passwords
+            remove_compose_project(stack)
         try:
             room.run("make classroom-up", timeout=1500)
         except AssertionError as failure:  # what the stack shows goes with the failure
@@ -550,67 +556,98 @@ def test_each_students_schedule_runs_on_the_class_worker_into_their_experiment(
     assert [name for name, value in secrets.items() if value in stored] == []
 
 
-def test_a_students_exercise_schedule_runs_their_own_file_on_their_machine(
+def test_what_needs_a_students_files_runs_on_their_own_machine(
     classroom: Classroom, tmp_path: Path
 ):
-    """Step 5 of the Prefect exercises on the class server: the class's workers run the
-    class's image, so alice's deployment goes to a pool of her own, served by the worker
-    that step5 starts on her machine while it watches. Her check finds her deployment by
-    its name (bob's file has the same entrypoint), the scheduled run logs under her own
+    """Two of alice's deployments need her own files: step 5 of the Prefect exercises (her
+    exercise file) and part 8's monitoring (the batches that reach her machine). The class's
+    workers run the class's image, so both go to a pool of her own, served by a worker that
+    each script starts on her machine while it watches. Her check finds her deployment by
+    its name (bob's file has the same entrypoint), the scheduled runs log under her own
     login, and Ctrl+C leaves no worker behind."""
     classroom.as_student("alice")
     with (classroom.project / ".env").open("a") as env:
-        env.write("SCHEDULE_CRON=* * * * *\n")
-    texts = messages(classroom.project)["exercises"]["prefect"]["step5"]
-    log = tmp_path / "step5.log"
+        env.write("SCHEDULE_CRON=* * * * *\nMONITORING_CRON=* * * * *\n")
+    classroom.run("make batch")  # after the class's image was built: only alice has it
+    catalog = messages(classroom.project)
+    step5 = catalog["exercises"]["prefect"]["step5"]
     python = str(classroom.host.python)
-    watcher = start_deploying(classroom.project, classroom.host, log, (python, SOLUTION, "step5"))
+    logs = {"exercise": tmp_path / "step5.log", "monitoring": tmp_path / "monitor-deploy.log"}
+    watchers = {
+        "exercise": start_deploying(
+            classroom.project, classroom.host, logs["exercise"], (python, SOLUTION, "step5")
+        ),
+        "monitoring": start_deploying(
+            classroom.project,
+            classroom.host,
+            logs["monitoring"],
+            ("make", "prefect-monitor-deploy"),
+        ),
+    }
+    deployed = {
+        "exercise": step5["deployed"].split("{")[0],
+        "monitoring": catalog["prefect"]["deploy"]["watching"],
+    }
+    names = {
+        "exercise": "training-pipeline/prefect-exercises-solution-alice",
+        "monitoring": "churn-batch-monitoring/batch-monitoring-alice",
+    }
     try:
-        wait_for_output(watcher, log, texts["deployed"].split("{")[0], Deadline.DEPLOYED, "step5")
-        deployment = classroom.prefect(
-            "GET", "deployments/name/training-pipeline/prefect-exercises-solution-alice"
-        )
-        assert deployment["work_pool_name"] == "alice-pool", deployment
+        for what, watcher in watchers.items():
+            wait_for_output(watcher, logs[what], deployed[what], Deadline.DEPLOYED, what)
+        deployments = {
+            what: classroom.prefect("GET", f"deployments/name/{name}")
+            for what, name in names.items()
+        }
+        assert {d["work_pool_name"] for d in deployments.values()} == {"alice-pool"}
 
-        def completed_scheduled_run() -> dict | None:
-            runs = classroom.prefect(
-                "POST", "flow_runs/filter", deployments={"id": {"any_": [deployment["id"]]}}
-            )
-            done = [r for r in runs if r["auto_scheduled"] and r["state_type"] == "COMPLETED"]
-            return done[0] if done else None
+        def completed_scheduled_runs() -> dict[str, dict] | None:
+            completed = {}
+            for what, deployment in deployments.items():
+                runs = classroom.prefect(
+                    "POST", "flow_runs/filter", deployments={"id": {"any_": [deployment["id"]]}}
+                )
+                done = [r for r in runs if r["auto_scheduled"] and r["state_type"] == "COMPLETED"]
+                if not done:
+                    return None
+                completed[what] = done[0]
+            return completed
 
-        flow_run = wait_until(
-            completed_scheduled_run,
+        flow_runs = wait_until(
+            completed_scheduled_runs,
             Deadline.SCHEDULE_LAUNCH + Deadline.SCHEDULED_RUN,
-            "alice's exercise schedule never completed a run on her machine",
+            "alice's exercise and monitoring schedules never both completed a run on her machine",
             interval=3,
         )
         check = classroom.host.run(
             [python, SOLUTION, "check", "step5"], classroom.project, check=False
         )
         points = ["deployed", "cron", "typed", "scheduled"]
-        assert_check_report(check, [("✓", texts[f"{point}_ok"]) for point in points])
+        assert_check_report(check, [("✓", step5[f"{point}_ok"]) for point in points])
     finally:
-        os.killpg(watcher.pid, signal.SIGINT)  # Ctrl+C
-        watcher.wait(timeout=Deadline.STOPPED)
-    said = log.read_text()
-    assert sentence_pattern(texts["own_worker"]).search(said), said[-3000:]
-    paused = sentence_pattern(messages(classroom.project)["prefect"]["schedule"]["paused"])
-    assert paused.search(said) and "Traceback" not in said, said[-3000:]
-    assert not processes_with("--pool alice-pool"), "step5 left its worker running"
-    experiment = experiment_id(
-        classroom, f"{classroom.login('alice')['MLFLOW_EXPERIMENT_NAME']}-exercises"
-    )
-    started = int(datetime.fromisoformat(flow_run["start_time"]).timestamp() * 1000)
-    found = mlflow_as(
-        classroom,
-        classroom.teacher(),
-        "POST",
-        "runs/search",
-        experiment_ids=[experiment],
-        filter=f"attributes.start_time >= {started}",
-    ).json()["runs"]
-    assert found and {run["info"]["user_id"] for run in found} == {"alice"}, found
+        for watcher in watchers.values():
+            os.killpg(watcher.pid, signal.SIGINT)  # Ctrl+C
+        for watcher in watchers.values():
+            watcher.wait(timeout=Deadline.STOPPED)
+    this_machine = sentence_pattern(catalog["prefect"]["workers"]["this_machine"])
+    paused = sentence_pattern(catalog["prefect"]["schedule"]["paused"])
+    for what, log in logs.items():
+        said = log.read_text()
+        assert this_machine.search(said) and paused.search(said), f"{what}:\n{said[-3000:]}"
+        assert "Traceback" not in said, said[-3000:]
+    assert not processes_with("--pool alice-pool"), "a script left its worker running"
+    experiment = classroom.login("alice")["MLFLOW_EXPERIMENT_NAME"]
+    for what, suffix in {"exercise": "-exercises", "monitoring": "-monitoring"}.items():
+        started = datetime.fromisoformat(flow_runs[what]["start_time"]).timestamp()
+        found = mlflow_as(
+            classroom,
+            classroom.teacher(),
+            "POST",
+            "runs/search",
+            experiment_ids=[experiment_id(classroom, experiment + suffix)],
+            filter=f"attributes.start_time >= {int(started * 1000)}",
+        ).json()["runs"]
+        assert found and {run["info"]["user_id"] for run in found} == {"alice"}, (what, found)
 
 
 def processes_with(argument: str) -> list[str]:
