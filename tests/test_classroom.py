@@ -551,6 +551,10 @@ def test_each_students_schedule_runs_on_the_class_worker_into_their_experiment(
         ).json()["model_versions"]
         registered = {version["run_id"] for version in versions}
         assert registered & {r["info"]["run_id"] for r in found}, versions
+    for deployment in deployments.values():  # models load through MLflow, not from s3:8333
+        assert (
+            deployment["job_variables"]["env"]["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] == "false"
+        )
     stored = json.dumps(list(deployments.values()))
     secrets = classroom.secrets | {s: student_auth(classroom, s)[1] for s in STUDENTS}
     assert [name for name, value in secrets.items() if value in stored] == []
