@@ -71,6 +71,13 @@ def session(request, render_project, project_env_for) -> Facts:
         "check",
         DAGSTER_UI_URL=CLOSED,
     )
+    run(
+        "dagster check, on the classroom server",
+        "pipelines/workshop/dagster/Dagster_Exercises.py",
+        "check",
+        DAGSTER_UI_URL=CLOSED,
+        CLASSROOM_LOGIN="alice",
+    )
     with DevStack(env, project, only=["mlflow"], **servers) as stack:
         run("train", "-m", DEFAULT_PACKAGE, "train", "--models", "logistic_regression")
         run("monitor", "-m", DEFAULT_PACKAGE, "monitor", "--no-retrain")
@@ -138,6 +145,9 @@ def test_each_command_printed_its_sentence_of_the_catalog(session: Facts):
     catalog_says(session, "no prefect", "prefect.server_unreachable")
     catalog_says(session, "prefect usage", "workshop.prefect.usage")
     catalog_says(session, "dagster check, no webserver", "exercises.dagster.unreachable")
+    catalog_says(
+        session, "dagster check, on the classroom server", "errors.line", "exercises.dagster.classroom"
+    )
     catalog_says(session, "no input", "errors.line", "serving.input_not_found")
     catalog_says(session, "train", "tracking.new_champion")
     catalog_says(session, "monitor", "monitoring.summary", "cli.report")
