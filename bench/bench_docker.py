@@ -82,6 +82,13 @@ def print_memory(title: str, project: Path) -> None:
     print(f"  {'in all':45} {sum(usages.values()):.0f} MiB")
 
 
+def readme_memory_row(project: Path) -> str:
+    """The prerequisites' memory row, which extensions/context.py computes from these
+    figures: compare it with the total above when the stack changes."""
+    rows = (project / "README.md").read_text("utf-8").splitlines()
+    return next(row for row in rows if row.startswith("| Memory |"))
+
+
 def prepare(work: Path, orchestrator: str) -> tuple[Path, ProjectEnv, dict[str, int]]:
     template = snapshot_template(work / "template")
     project = render(template, work / "project", orchestrator=orchestrator)
@@ -160,6 +167,7 @@ def main() -> None:
         up = timed([*STACK, "up", "-d", "--wait"], project)
         print(f"up -d --wait to every service healthy: {up:.0f} s")
         print_memory("memory idle", project)
+        print(f"  the project README asks for: {readme_memory_row(project)}")
         if orchestrator != "dagster":
             seconds = deploy_to_first_completed_run(project, env, ports["PREFECT_PORT"])
             print(f"host deploy to first scheduled run completed in the container: {seconds:.0f} s")

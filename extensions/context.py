@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from copier_template_extensions import ContextHook
 
 
@@ -35,6 +37,15 @@ class DerivedContext(ContextHook):
         if context.get("include_solutions", False):
             locations["churn_exercises_solution"] = f"{exercises}_solution.py"
         context["dagster_code_locations"] = locations
+        # The memory the servers take idle, for the project README's prerequisites, in MiB as
+        # bench/bench_docker.py measured it (December 2026): MLflow; Prefect's server and
+        # worker; Dagster's webserver and daemon, and a code server per location.
+        mib = 400
+        if context["use_prefect"]:
+            mib += 313
+        if context["use_dagster"]:
+            mib += 250 + 370 * len(locations)
+        context["servers_memory_gb"] = math.ceil(mib * 2**20 / 10**8) / 10  # GB, rounded up
         # Seconds between a Prefect flow run's heartbeats (Prefect's minimum), named once for
         # the native worker's config and the container's.
         context["prefect_heartbeat_seconds"] = 30
