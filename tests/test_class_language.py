@@ -145,9 +145,8 @@ def test_each_command_printed_its_sentence_of_the_catalog(session: Facts):
     catalog_says(session, "no prefect", "prefect.server_unreachable")
     catalog_says(session, "prefect usage", "workshop.prefect.usage")
     catalog_says(session, "dagster check, no webserver", "exercises.dagster.unreachable")
-    catalog_says(
-        session, "dagster check, on the classroom server", "errors.line", "exercises.dagster.classroom"
-    )
+    on_the_classroom = "dagster check, on the classroom server"
+    catalog_says(session, on_the_classroom, "errors.line", "exercises.dagster.classroom")
     catalog_says(session, "no input", "errors.line", "serving.input_not_found")
     catalog_says(session, "train", "tracking.new_champion")
     catalog_says(session, "monitor", "monitoring.summary", "cli.report")
