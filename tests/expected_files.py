@@ -118,14 +118,14 @@ CLASSROOM = {
     "classroom/mlflow_auth.ini",
     "classroom/postgres.sh",
     "classroom/s3.sh",
+    "classroom/worker.yml",
     "docs/classroom.md",
     "src/{package}/classroom.py",
     "tests/test_classroom.py",
 }
-CLASSROOM_PREFECT = {"classroom/worker.yml", "classroom/worker.sh"}
+CLASSROOM_PREFECT = {"classroom/worker.sh"}
 CLASSROOM_DAGSTER = {
     "classroom/dagster/dagster.yaml",
-    "classroom/dagster/workspace.yaml",
     "classroom/nginx.conf",
     "classroom/proxy.sh",
 }

@@ -35,6 +35,7 @@ import requests
 from helpers import (
     CANDIDATES,
     DAGSTER_FINAL_STATUSES,
+    EXPERIMENT,
     PREFECT_FINAL_STATES,
     Deadline,
     ProjectEnv,
@@ -69,7 +70,16 @@ SERVICES = {
     "dagster-daemon",
     "dagster-proxy",
 }
-NOT_SECRET = {"CLASSROOM_HOST", "CLASSROOM_BIND", "MLFLOW_PORT", "PREFECT_PORT", "DAGSTER_PORT"}
+PORTS = ("mlflow", "prefect", "dagster", "postgres", "dagster_code")
+NOT_SECRET = {"CLASSROOM_HOST", "CLASSROOM_BIND", "DAGSTER_CODE_MACHINES"} | {
+    f"{name.upper()}_PORT" for name in PORTS
+}
+CLASS_PIPELINE = "churn_pipeline"
+LOCATION_STATUS = """
+query($name: String!) { workspaceLocationEntryOrError(name: $name) {
+  ... on WorkspaceLocationEntry { locationOrLoadError {
+    __typename ... on PythonError { message } } } } }
+"""
 LAUNCH_JOB = """
 mutation($params: ExecutionParams!) {
   launchPipelineExecution(executionParams: $params) {
@@ -199,7 +209,7 @@ def classroom(render_project, project_env_for, base_image: str) -> Iterator[Clas
         "classroom", project_name="Classroom Demo", orchestrator="both", include_solutions=True
     )
     room = Classroom(project, project_env_for(project), base_image, bridge_address())
-    room.ports = {service: free_port() for service in ("mlflow", "prefect", "dagster")}
+    room.ports = {service: free_port() for service in PORTS}
     (project / "classroom" / ".env").write_text(
         f"CLASSROOM_HOST={room.address}\nCLASSROOM_BIND={room.address}\n"
         + "".join(f"{name.upper()}_PORT={port}\n" for name, port in room.ports.items())
@@ -386,36 +396,44 @@ def test_prefect_asks_for_the_class_credential(classroom: Classroom):
     assert states and set(states) == {"COMPLETED"}, states
 
 
-def test_dagster_needs_the_class_password_and_keeps_its_runs_in_postgresql(
-    classroom: Classroom,
-):
+def test_dagster_asks_for_the_class_password(classroom: Classroom):
     ui = classroom.url("dagster")
     assert requests.get(f"{ui}/server_info", timeout=10).status_code == 401
-    auth = ("class", classroom.server_env["DAGSTER_UI_PASSWORD"])
-    assert requests.get(f"{ui}/server_info", auth=auth, timeout=10).ok
+    assert requests.get(f"{ui}/server_info", auth=dagster_auth(classroom), timeout=10).ok
+
+
+def dagster_auth(room: Classroom) -> tuple[str, str]:
+    return "class", room.server_env["DAGSTER_UI_PASSWORD"]
+
+
+def launch_training(room: Classroom, location: str) -> str:
+    """The reference pipeline's training job, launched in ``location`` as the UI does."""
     selector = {
-        "repositoryLocationName": "churn_pipeline",
+        "repositoryLocationName": location,
         "repositoryName": "__repository__",
         "jobName": "churn_training_job",
     }
-    launched = dagster_graphql(ui, LAUNCH_JOB, auth=auth, params={"selector": selector})
+    launched = dagster_graphql(
+        room.url("dagster"), LAUNCH_JOB, auth=dagster_auth(room), params={"selector": selector}
+    )
     result = launched["launchPipelineExecution"]
     assert result["__typename"] == "LaunchRunSuccess", result
-    run_id = result["run"]["runId"]
+    return result["run"]["runId"]
+
+
+def dagster_run_ended(room: Classroom, run_id: str) -> str:
+    """The run's final status, once it has one; a failed run's step errors go with it."""
+    ui, auth = room.url("dagster"), dagster_auth(room)
 
     def finished() -> str | None:
         status = dagster_graphql(ui, RUN_STATUS, auth=auth, id=run_id)["runOrError"]["status"]
         return status if status in DAGSTER_FINAL_STATUSES else None
 
-    status = wait_until(finished, timeout=420, message="the Dagster run did not finish")
-    failures = [
-        event
-        for event in dagster_graphql(ui, RUN_FAILURES, auth=auth, id=run_id)["logsForRun"]["events"]
-        if event.get("error")
-    ]
-    assert status == "SUCCESS", failures
-    stored = classroom.psql("dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'")
-    assert stored == "SUCCESS"
+    status = wait_until(finished, timeout=420, message=f"the Dagster run {run_id} did not finish")
+    if status != "SUCCESS":
+        events = dagster_graphql(ui, RUN_FAILURES, auth=auth, id=run_id)["logsForRun"]["events"]
+        raise AssertionError([event for event in events if event.get("error")])
+    return status
 
 
 def test_the_board_shows_each_students_champion(classroom: Classroom):
@@ -558,6 +576,48 @@ def test_each_students_schedule_runs_on_the_class_worker_into_their_experiment(
     stored = json.dumps(list(deployments.values()))
     secrets = classroom.secrets | {s: student_auth(classroom, s)[1] for s in STUDENTS}
     assert [name for name, value in secrets.items() if value in stored] == []
+
+
+def test_a_code_server_on_another_machine_runs_the_runs_of_its_location(classroom: Classroom):
+    """`make classroom-worker` started a Dagster code server beside the Prefect worker (on
+    the server's machine here, reached at its address as another machine would be). The
+    teacher names that machine in DAGSTER_CODE_MACHINES and runs `make classroom-up` again:
+    the class's Dagster shows its location, and a run launched there executes on that
+    machine (it logs to MLflow with the workers' login) while one of the server's location
+    runs at the same time, both recorded in PostgreSQL."""
+    machine = f"{classroom.address}:{classroom.ports['dagster_code']}"
+    location = f"{CLASS_PIPELINE}_{machine.replace('.', '_').replace(':', '_')}"
+    with (classroom.project / "classroom" / ".env").open("a") as server_env:
+        server_env.write(f"DAGSTER_CODE_MACHINES={machine}\n")
+    classroom.run("make classroom-up", timeout=900)
+
+    def loaded() -> bool:
+        entry = dagster_graphql(
+            classroom.url("dagster"), LOCATION_STATUS, auth=dagster_auth(classroom), name=location
+        )["workspaceLocationEntryOrError"]
+        status = ((entry or {}).get("locationOrLoadError") or {}).get("__typename")
+        assert status != "PythonError", entry  # a load error will not mend by waiting
+        return status == "RepositoryLocation"
+
+    wait_until(loaded, timeout=Deadline.SERVER_UP, message=f"{location} never loaded")
+    runs = {name: launch_training(classroom, name) for name in (CLASS_PIPELINE, location)}
+    for run_id in runs.values():
+        assert dagster_run_ended(classroom, run_id) == "SUCCESS"
+        stored = classroom.psql("dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'")
+        assert stored == "SUCCESS"
+    pipeline = experiment_id(classroom, EXPERIMENT)
+    for name, login in ((CLASS_PIPELINE, "teacher"), (location, "class-worker")):
+        found = mlflow_as(
+            classroom,
+            classroom.teacher(),
+            "POST",
+            "runs/search",
+            experiment_ids=[pipeline],
+            filter=f"tags.dagster_run_id = '{runs[name]}'",
+        ).json()["runs"]
+        finished = sorted(r["info"]["run_name"] for r in found if r["info"]["status"] == "FINISHED")
+        assert finished == CANDIDATES, (name, found)
+        assert {run["info"]["user_id"] for run in found} == {login}, (name, found)
 
 
 def test_what_needs_a_students_files_runs_on_their_own_machine(
