@@ -806,6 +806,7 @@ def test_postgresql_restarted_mid_class_loses_nothing(classroom: Classroom):
 
 def test_no_secret_in_the_logs_or_in_the_runs(classroom: Classroom):
     logs = classroom.run(f"{classroom.compose} logs --no-color")
+    logs += classroom.run(f"{classroom.worker} logs --no-color")  # the class worker's machine
     secrets = classroom.secrets | {s: student_auth(classroom, s)[1] for s in STUDENTS}
     assert [name for name, value in secrets.items() if value in logs] == []
     alice = student_auth(classroom, "alice")
