@@ -643,6 +643,73 @@ def dagster_graphql(
     return body["data"]
 
 
+DAGSTER_LAUNCH_RUN = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on RunConfigValidationInvalid { errors { message } } } }
+"""
+DAGSTER_RUN_STATUS = """
+query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
+"""
+# The Dagster exercise's locations, as dagster_home/workspace.yaml names them: the graph
+# students mend, and the teacher's copy of it; and the file each serves.
+DAGSTER_EXERCISE_LOCATION = "churn_exercises"
+DAGSTER_SOLUTION_LOCATION = "churn_exercises_solution"
+DAGSTER_EXERCISE = "pipelines/workshop/dagster/Dagster_Exercises.py"
+DAGSTER_SOLUTION = "pipelines/workshop/dagster/Dagster_Exercises_solution.py"
+# The points the exercise's check reports, in order: their keys in messages.toml.
+DAGSTER_EXERCISE_POINTS = ["loads", "wired", "declared", "check", "mlflow", "config"]
+
+
+def dagster_exercise_report(project: Path, marks: str) -> list[tuple[str, str]]:
+    """The points of the exercise's check with the marks given in order (``"✓✗✗✗✗✗"``),
+    as the render's catalog words them."""
+    texts = messages(project)["exercises"]["dagster"]
+    return [
+        (mark, texts[point + ("_ok" if mark == "✓" else "_todo")])
+        for mark, point in zip(marks, DAGSTER_EXERCISE_POINTS, strict=True)
+    ]
+
+
+def materialize_exercise_assets(url: str, location: str, assets: list[str], **config) -> str:
+    """What the UI's Materialize (or the Launchpad, with ``config`` per asset) launches in a
+    location of the Dagster exercise, whose asset keys carry its file's prefix; returns the
+    run's final status."""
+    prefix = "dagster_" + location.removeprefix("churn_")
+    params = {
+        "selector": {
+            "repositoryLocationName": location,
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": [prefix, name]} for name in assets],
+        },
+        "runConfigData": {
+            "ops": {f"{prefix}__{op}": {"config": values} for op, values in config.items()}
+        },
+    }
+    launched = dagster_graphql(url, DAGSTER_LAUNCH_RUN, params=params)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def ended() -> str | None:
+        status = dagster_graphql(url, DAGSTER_RUN_STATUS, runId=run_id)["runOrError"]["status"]
+        return status if status in DAGSTER_FINAL_STATUSES else None
+
+    return wait_until(ended, Deadline.SCHEDULED_RUN, f"run {run_id} never ended")
+
+
+def materialize_the_solved_exercise(url: str) -> None:
+    """What a class does with the mended graph, on the solution's location: Materialize
+    all, then the features again from the Launchpad with another test_size."""
+    assets = ["raw_customers", "customer_features", "candidate_scores"]
+    assert materialize_exercise_assets(url, DAGSTER_SOLUTION_LOCATION, assets) == "SUCCESS"
+    features = {"customer_features": {"test_size": 0.3}}
+    launched = materialize_exercise_assets(
+        url, DAGSTER_SOLUTION_LOCATION, ["customer_features"], **features
+    )
+    assert launched == "SUCCESS"
+
+
 def dagster_runs(url: str, tag_key: str, tag_value: str) -> list[dict]:
     """The runs carrying a tag, newest first (``dagster/schedule_name`` for a schedule's)."""
     tags = [{"key": tag_key, "value": tag_value}]

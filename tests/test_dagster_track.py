@@ -25,7 +25,11 @@ import pytest
 
 from helpers import (
     CANDIDATES,
+    DAGSTER_EXERCISE,
+    DAGSTER_EXERCISE_LOCATION,
     DAGSTER_FINAL_STATUSES,
+    DAGSTER_SOLUTION,
+    DAGSTER_SOLUTION_LOCATION,
     DEFAULT_PACKAGE,
     STRICT_WARNINGS,
     Deadline,
@@ -36,10 +40,11 @@ from helpers import (
     assert_check_report,
     champion_version,
     csv_without_column,
+    dagster_exercise_report,
     dagster_graphql,
     dagster_runs,
     make_commands,
-    messages,
+    materialize_the_solved_exercise,
     mlflow_runs_tagged,
     one_line_error,
     places_holding,
@@ -53,12 +58,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dagster")]
 
 LOCATION = "churn_pipeline"  # the reference pipeline: assets, checks, schedule, sensors
 WORKSHOP_LOCATION = "churn_workshop"  # part 1's task-style job
-EXERCISE_LOCATION = "churn_exercises"  # the graph students mend
-SOLUTION_LOCATION = "churn_exercises_solution"  # the teacher's copy of it
-EXERCISE = "pipelines/workshop/dagster/Dagster_Exercises.py"
-SOLUTION = "pipelines/workshop/dagster/Dagster_Exercises_solution.py"
-# The points the exercise's check reports, in order: their keys in messages.toml.
-EXERCISE_POINTS = ["loads", "wired", "declared", "check", "mlflow", "config"]
 REPOSITORY = "__repository__"
 JOB = "churn_training_job"
 SCHEDULE = "churn_training_schedule"
@@ -173,14 +172,6 @@ ACTIVE_RUNS_QUERY = """
 { runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
   ... on Runs { results { runId } } } }
 """
-LAUNCH_RUN = """
-mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
-  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-  ... on RunConfigValidationInvalid { errors { message } } } }
-"""
-RUN_STATUS = """
-query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
-"""
 RELOAD_LOCATION = """
 mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) {
   __typename ... on WorkspaceLocationEntry { locationOrLoadError { __typename } } } }
@@ -201,8 +192,8 @@ def workspace_repositories(project: DagsterProject) -> dict[str, dict]:
     assert [entry["name"] for entry in entries] == [
         LOCATION,
         WORKSHOP_LOCATION,
-        EXERCISE_LOCATION,
-        SOLUTION_LOCATION,
+        DAGSTER_EXERCISE_LOCATION,
+        DAGSTER_SOLUTION_LOCATION,
     ]
     repositories = {}
     for entry in entries:
@@ -331,63 +322,24 @@ class TestExercise:
             **project.stack_env,
         )
 
-    def expected(self, project: DagsterProject, marks: str) -> list[tuple[str, str]]:
-        """The points with the marks given in order (``"✓✗✗✗✗✗"``), as the catalog says."""
-        texts = messages(project.project)["exercises"]["dagster"]
-        return [
-            (mark, texts[point + ("_ok" if mark == "✓" else "_todo")])
-            for mark, point in zip(marks, EXERCISE_POINTS, strict=True)
-        ]
-
-    def materialize(self, project: DagsterProject, location: str, assets: list[str], **config):
-        """What the UI's Materialize (or the Launchpad, with ``config``) launches."""
-        prefix = "dagster_" + location.removeprefix("churn_")  # the file's asset key prefix
-        params = {
-            "selector": {
-                "repositoryLocationName": location,
-                "repositoryName": REPOSITORY,
-                "jobName": "__ASSET_JOB",
-                "assetSelection": [{"path": [prefix, name]} for name in assets],
-            },
-            "runConfigData": {
-                "ops": {f"{prefix}__{op}": {"config": values} for op, values in config.items()}
-            },
-        }
-        launched = project.graphql(LAUNCH_RUN, params=params)["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
-
-        def ended() -> str | None:
-            status = project.graphql(RUN_STATUS, runId=run_id)["runOrError"]["status"]
-            return status if status in DAGSTER_FINAL_STATUSES else None
-
-        assert wait_until(ended, Deadline.SCHEDULED_RUN, f"run {run_id} never ended") == "SUCCESS"
-
     def reload(self, project: DagsterProject, location: str) -> str:
         """The UI's Reload; returns how the location loaded."""
         entry = project.graphql(RELOAD_LOCATION, name=location)["reloadRepositoryLocation"]
         return entry["locationOrLoadError"]["__typename"]
 
     def test_the_untouched_file_loads_and_fails_every_other_point(self, dagster_project):
-        result = self.check(dagster_project, EXERCISE)
-        assert_check_report(result, self.expected(dagster_project, "✓✗✗✗✗✗"))
+        result = self.check(dagster_project, DAGSTER_EXERCISE)
+        assert_check_report(result, dagster_exercise_report(dagster_project.project, "✓✗✗✗✗✗"))
 
     def test_the_solution_materialized_as_the_ui_does_passes_every_point(self, dagster_project):
-        assets = ["raw_customers", "customer_features", "candidate_scores"]
-        self.materialize(dagster_project, SOLUTION_LOCATION, assets)
-        self.materialize(
-            dagster_project,
-            SOLUTION_LOCATION,
-            ["customer_features"],
-            customer_features={"test_size": 0.3},
-        )
-        result = self.check(dagster_project, SOLUTION)
-        assert_check_report(result, self.expected(dagster_project, "✓✓✓✓✓✓"))
+        materialize_the_solved_exercise(dagster_project.dagster_url)
+        result = self.check(dagster_project, DAGSTER_SOLUTION)
+        assert_check_report(result, dagster_exercise_report(dagster_project.project, "✓✓✓✓✓✓"))
 
     def test_the_graph_mends_on_reload(self, dagster_project):
         """A misspelled dependency breaks the location and the check names it; the solved
         code, once reloaded, shows its edges (nothing materialized yet under this prefix)."""
-        exercise = dagster_project.project / EXERCISE
+        exercise = dagster_project.project / DAGSTER_EXERCISE
         untouched = exercise.read_text()
         misspelled = (
             "\n\n@asset(key_prefix=PREFIX)\n"
@@ -397,16 +349,16 @@ class TestExercise:
         )
         try:
             exercise.write_text(untouched + misspelled)
-            assert self.reload(dagster_project, EXERCISE_LOCATION) == "PythonError"
-            broken = self.check(dagster_project, EXERCISE)
-            assert_check_report(broken, self.expected(dagster_project, "✗✗✗✗✗✗"))
-            exercise.write_text((dagster_project.project / SOLUTION).read_text())
-            assert self.reload(dagster_project, EXERCISE_LOCATION) == "RepositoryLocation"
-            mended = self.check(dagster_project, EXERCISE)
-            assert_check_report(mended, self.expected(dagster_project, "✓✓✓✗✗✗"))
+            assert self.reload(dagster_project, DAGSTER_EXERCISE_LOCATION) == "PythonError"
+            broken = self.check(dagster_project, DAGSTER_EXERCISE)
+            assert_check_report(broken, dagster_exercise_report(dagster_project.project, "✗✗✗✗✗✗"))
+            exercise.write_text((dagster_project.project / DAGSTER_SOLUTION).read_text())
+            assert self.reload(dagster_project, DAGSTER_EXERCISE_LOCATION) == "RepositoryLocation"
+            mended = self.check(dagster_project, DAGSTER_EXERCISE)
+            assert_check_report(mended, dagster_exercise_report(dagster_project.project, "✓✓✓✗✗✗"))
         finally:
             exercise.write_text(untouched)
-            self.reload(dagster_project, EXERCISE_LOCATION)
+            self.reload(dagster_project, DAGSTER_EXERCISE_LOCATION)
 
 
 def test_turning_the_schedule_on(dagster_project: DagsterProject) -> None:
