@@ -8,9 +8,10 @@ land in their own experiment and in the bucket, others can read but not write th
 the board shows who has a champion. A class worker, started with the workers' handout,
 runs two students' schedules, each into their own experiment; what needs a student's own
 files (the exercise's schedule, monitoring of the batches on their machine) runs on a
-worker the student's script starts on their machine. PostgreSQL restarted
-mid-class loses nothing and the schedules go on, and no secret shows in a log, a run's
-parameters or a file git would commit.
+worker the student's script starts on their machine, and the Dagster exercise on the
+Dagster their `make dev` starts there. PostgreSQL restarted mid-class loses nothing and the
+schedules go on, and no secret shows in a log, a run's parameters or a file git would
+commit.
 
 The tests run in order on one server (started once for the module, removed at the end).
 """
@@ -26,7 +27,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,14 +36,19 @@ import requests
 from helpers import (
     CANDIDATES,
     DAGSTER_FINAL_STATUSES,
+    DAGSTER_RUN_STATUS,
+    DAGSTER_SOLUTION,
     EXPERIMENT,
     PREFECT_FINAL_STATES,
     Deadline,
+    DevStack,
     ProjectEnv,
     assert_check_report,
+    dagster_exercise_report,
     dagster_graphql,
     env_file_values,
     free_port,
+    materialize_the_solved_exercise,
     messages,
     prefect_call,
     remove_compose_project,
@@ -57,6 +63,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("clas
 STUDENTS = ("alice", "bob")
 # The Compose projects of the classroom's two files: the server, and a class worker.
 STACKS = ("classroom-demo-classroom", "classroom-demo-worker")
+PACKAGE = "classroom_demo"  # the project is "Classroom Demo"
 SOLUTION = "pipelines/workshop/prefect/Prefect_Exercises_solution.py"
 BRIDGE_INTERFACE = '{{index .Options "com.docker.network.bridge.name"}}'
 TRAINING_FLOW = "churn-training-pipeline"
@@ -89,7 +96,6 @@ mutation($params: ExecutionParams!) {
   }
 }
 """
-RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 ALL_RUNS = "{ runsOrError { ... on Runs { results { runId } } } }"
 RUN_FAILURES = """
 query($id: ID!) {
@@ -426,7 +432,8 @@ def dagster_run_ended(room: Classroom, run_id: str) -> str:
     ui, auth = room.url("dagster"), dagster_auth(room)
 
     def finished() -> str | None:
-        status = dagster_graphql(ui, RUN_STATUS, auth=auth, id=run_id)["runOrError"]["status"]
+        found = dagster_graphql(ui, DAGSTER_RUN_STATUS, auth=auth, runId=run_id)
+        status = found["runOrError"]["status"]
         return status if status in DAGSTER_FINAL_STATUSES else None
 
     status = wait_until(finished, timeout=420, message=f"the Dagster run {run_id} did not finish")
@@ -712,6 +719,42 @@ def test_what_needs_a_students_files_runs_on_their_own_machine(
             filter=f"attributes.start_time >= {int(started * 1000)}",
         ).json()["runs"]
         assert found and {run["info"]["user_id"] for run in found} == {"alice"}, (what, found)
+
+
+def test_the_dagster_exercise_runs_on_the_students_own_dagster(classroom: Classroom):
+    """Her exercise file is on her machine: with her handout, `make dev` starts her own
+    Dagster only (the class's server runs MLflow and Prefect), which loads her files. The
+    solved exercise, materialized as the UI does, passes every point of its check, its
+    candidates logged to the class's MLflow under her login."""
+    classroom.as_student("alice")
+    dagster_port = free_port()  # this machine serves the class too: a port of her own
+    with (classroom.project / ".env").open("a") as env:
+        env.write(f"DAGSTER_PORT={dagster_port}\n")
+    said = messages(classroom.project)["devstack"]
+    with DevStack(classroom.host, classroom.project, PACKAGE) as stack:
+        output = stack.output()
+        assert sentence_pattern(said["classroom"]).search(output), output
+        starting = re.escape(said["starting"]).replace(re.escape("{service}"), r"(\S+)")
+        started = set(re.findall(starting, output))
+        assert started and all(name.startswith("dagster-") for name in started), started
+        materialized_after = datetime.now(UTC)
+        materialize_the_solved_exercise(f"http://127.0.0.1:{dagster_port}")
+        check = classroom.host.run(
+            [str(classroom.host.python), DAGSTER_SOLUTION, "check"], classroom.project, check=False
+        )
+        assert_check_report(check, dagster_exercise_report(classroom.project, "✓✓✓✓✓✓"))
+    experiment = classroom.login("alice")["MLFLOW_EXPERIMENT_NAME"] + "-exercises"
+    found = mlflow_as(
+        classroom,
+        classroom.teacher(),
+        "POST",
+        "runs/search",
+        experiment_ids=[experiment_id(classroom, experiment)],
+        filter=f"attributes.start_time >= {int(materialized_after.timestamp() * 1000)}",
+    ).json()["runs"]
+    finished = sorted(r["info"]["run_name"] for r in found if r["info"]["status"] == "FINISHED")
+    assert finished == CANDIDATES, found
+    assert {run["info"]["user_id"] for run in found} == {"alice"}, found
 
 
 def processes_with(argument: str) -> list[str]:
