@@ -33,6 +33,7 @@ import requests
 from helpers import (
     CANDIDATES,
     DAGSTER_FINAL_STATUSES,
+    DOCKER_ENGINE,
     EXPERIMENT,
     PREFECT_FINAL_STATES,
     Deadline,
@@ -64,7 +65,7 @@ from helpers import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("docker")]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group(DOCKER_ENGINE)]
 
 GUIDE = "docs/README_DOCKER.md"
 PIPELINE_FLOW = "churn-training-pipeline"
