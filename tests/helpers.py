@@ -29,11 +29,6 @@ from copier import run_copy
 TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
 DEV_BIN = Path(sys.executable).parent  # the template's dev environment: ruff, uv, hadolint...
 DEFAULT_PACKAGE = "churn_mlops_workshop"
-# The xdist group of every test that runs containers: one worker runs them one stack at a
-# time (the classroom server, then the Docker guide's sessions). Two stacks at once starved
-# each other on 2 cores: the classroom's MLflow, running its first migrations beside the
-# other session's image build, outlived its healthcheck (December 2026).
-DOCKER_ENGINE = "docker-engine"
 # Python flags for the scripts students run: deprecations are errors, except the one MLflow
 # raises inside its own `log_model` (pandas' range deprecation), which is not ours to fix.
 STRICT_WARNINGS = [

@@ -38,7 +38,6 @@ from helpers import (
     DAGSTER_FINAL_STATUSES,
     DAGSTER_RUN_STATUS,
     DAGSTER_SOLUTION,
-    DOCKER_ENGINE,
     EXPERIMENT,
     PREFECT_FINAL_STATES,
     Deadline,
@@ -59,7 +58,7 @@ from helpers import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group(DOCKER_ENGINE)]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("classroom")]
 
 STUDENTS = ("alice", "bob")
 # The Compose projects of the classroom's two files: the server, and a class worker.

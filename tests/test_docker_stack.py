@@ -33,7 +33,6 @@ import requests
 from helpers import (
     CANDIDATES,
     DAGSTER_FINAL_STATUSES,
-    DOCKER_ENGINE,
     EXPERIMENT,
     PREFECT_FINAL_STATES,
     Deadline,
@@ -65,7 +64,7 @@ from helpers import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group(DOCKER_ENGINE)]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.xdist_group("docker")]
 
 GUIDE = "docs/README_DOCKER.md"
 PIPELINE_FLOW = "churn-training-pipeline"

@@ -10,7 +10,6 @@ import ast
 import hashlib
 import io
 import itertools
-import os
 import re
 import subprocess
 import tokenize
@@ -47,18 +46,6 @@ CI_SCHEMAS = {
     ".gitlab-ci.yml": "vendor.gitlab-ci",
 }
 _validated: set[str] = set()  # CI file contents already validated by this worker
-# CI runs the matrix beside the Docker tests, on the cores their schedules leave idle.
-pytestmark = pytest.mark.matrix
-# Its worker's priority: below the servers, flow runs and image builds of the tests beside
-# it, whose deadlines its renders must not eat into (19 is the lowest).
-MATRIX_NICENESS = 10
-
-
-@pytest.fixture(autouse=True, scope="module")
-def yield_the_cpu_to_the_servers() -> None:
-    """Lower this worker's priority once: renders wait on nothing, servers do."""
-    if os.getpriority(os.PRIO_PROCESS, 0) < MATRIX_NICENESS:
-        os.setpriority(os.PRIO_PROCESS, 0, MATRIX_NICENESS)
 
 
 def accepted_answers(question: dict) -> list:
