@@ -516,9 +516,14 @@ def trained_candidates(tracking_uri: str, tag: str, value: str) -> list[str]:
     Compare with ``CANDIDATES``. A task that failed and was retried (the workshop teaches
     retries) leaves its attempt FAILED beside the finished one; any other status fails.
     """
-    runs = mlflow_runs_tagged(tracking_uri, tag, value)
+    return finished_candidates(mlflow_runs_tagged(tracking_uri, tag, value))
+
+
+def finished_candidates(runs: list[dict]) -> list[str]:
+    """The names of MLflow runs (as the REST API lists them) that FINISHED, sorted; a
+    retried task's FAILED attempt may stand beside them, any other status fails."""
     statuses = {run["info"]["status"] for run in runs}
-    assert statuses <= {"FINISHED", "FAILED"}, f"runs tagged {tag}={value}: {statuses}"
+    assert statuses <= {"FINISHED", "FAILED"}, f"{statuses}: {runs}"
     return sorted(run["info"]["run_name"] for run in runs if run["info"]["status"] == "FINISHED")
 
 

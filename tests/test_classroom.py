@@ -47,6 +47,7 @@ from helpers import (
     dagster_exercise_report,
     dagster_graphql,
     env_file_values,
+    finished_candidates,
     free_port,
     materialize_the_solved_exercise,
     messages,
@@ -564,7 +565,7 @@ def test_each_students_schedule_runs_on_the_class_worker_into_their_experiment(
             filter=f"tags.prefect_flow_run_id = '{run['id']}'",
         ).json()["runs"]
         assert {r["info"]["experiment_id"] for r in found} == {experiments[student]}
-        finished = sorted(r["info"]["run_name"] for r in found if r["info"]["status"] == "FINISHED")
+        finished = finished_candidates(found)
         assert finished == CANDIDATES, found
         model = classroom.login(student)["MLFLOW_MODEL_NAME"]
         versions = mlflow_as(
@@ -622,7 +623,7 @@ def test_a_code_server_on_another_machine_runs_the_runs_of_its_location(classroo
             experiment_ids=[pipeline],
             filter=f"tags.dagster_run_id = '{runs[name]}'",
         ).json()["runs"]
-        finished = sorted(r["info"]["run_name"] for r in found if r["info"]["status"] == "FINISHED")
+        finished = finished_candidates(found)
         assert finished == CANDIDATES, (name, found)
         assert {run["info"]["user_id"] for run in found} == {login}, (name, found)
 
@@ -752,7 +753,7 @@ def test_the_dagster_exercise_runs_on_the_students_own_dagster(classroom: Classr
         experiment_ids=[experiment_id(classroom, experiment)],
         filter=f"attributes.start_time >= {int(materialized_after.timestamp() * 1000)}",
     ).json()["runs"]
-    finished = sorted(r["info"]["run_name"] for r in found if r["info"]["status"] == "FINISHED")
+    finished = finished_candidates(found)
     assert finished == CANDIDATES, found
     assert {run["info"]["user_id"] for run in found} == {"alice"}, found
 
