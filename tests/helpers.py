@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -651,7 +652,13 @@ def dagster_graphql(
 DAGSTER_LAUNCH_RUN = """
 mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidSubsetError { message }
   ... on RunConfigValidationInvalid { errors { message } } } }
+"""
+DAGSTER_LOCATION_STATUS = """
+query($name: String!) { workspaceLocationEntryOrError(name: $name) {
+  ... on WorkspaceLocationEntry { locationOrLoadError {
+    __typename ... on PythonError { message } } } } }
 """
 DAGSTER_RUN_STATUS = """
 query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
@@ -676,10 +683,23 @@ def dagster_exercise_report(project: Path, marks: str) -> list[tuple[str, str]]:
     ]
 
 
+def dagster_location_loaded(url: str, location: str, auth: tuple[str, str] | None = None) -> bool:
+    """Whether the webserver has loaded a code location, as its UI shows it. A code server
+    it could not reach yet (one that came up after it) is retried, so that is worth polling
+    past; any other load error (the definitions do not import) will not mend by waiting."""
+    entry = dagster_graphql(url, DAGSTER_LOCATION_STATUS, auth=auth, name=location)
+    status = (entry["workspaceLocationEntryOrError"] or {}).get("locationOrLoadError") or {}
+    if status.get("__typename") == "PythonError":
+        assert "DagsterUserCodeUnreachableError" in status["message"], status
+    return status.get("__typename") == "RepositoryLocation"
+
+
 def materialize_exercise_assets(url: str, location: str, assets: list[str], **config) -> str:
     """What the UI's Materialize (or the Launchpad, with ``config`` per asset) launches in a
-    location of the Dagster exercise, whose asset keys carry its file's prefix; returns the
-    run's final status."""
+    location of the Dagster exercise, whose asset keys carry its file's prefix, once the UI
+    shows the location loaded; returns the run's final status."""
+    loaded = functools.partial(dagster_location_loaded, url, location)
+    wait_until(loaded, Deadline.SERVER_UP, f"the Dagster UI never loaded {location}")
     prefix = "dagster_" + location.removeprefix("churn_")
     params = {
         "selector": {

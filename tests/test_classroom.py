@@ -46,6 +46,7 @@ from helpers import (
     assert_check_report,
     dagster_exercise_report,
     dagster_graphql,
+    dagster_location_loaded,
     env_file_values,
     finished_candidates,
     free_port,
@@ -83,11 +84,6 @@ NOT_SECRET = {"CLASSROOM_HOST", "CLASSROOM_BIND", "DAGSTER_CODE_MACHINES"} | {
     f"{name.upper()}_PORT" for name in PORTS
 }
 CLASS_PIPELINE = "churn_pipeline"
-LOCATION_STATUS = """
-query($name: String!) { workspaceLocationEntryOrError(name: $name) {
-  ... on WorkspaceLocationEntry { locationOrLoadError {
-    __typename ... on PythonError { message } } } } }
-"""
 LAUNCH_JOB = """
 mutation($params: ExecutionParams!) {
   launchPipelineExecution(executionParams: $params) {
@@ -600,12 +596,7 @@ def test_a_code_server_on_another_machine_runs_the_runs_of_its_location(classroo
     classroom.run("make classroom-up", timeout=900)
 
     def loaded() -> bool:
-        entry = dagster_graphql(
-            classroom.url("dagster"), LOCATION_STATUS, auth=dagster_auth(classroom), name=location
-        )["workspaceLocationEntryOrError"]
-        status = ((entry or {}).get("locationOrLoadError") or {}).get("__typename")
-        assert status != "PythonError", entry  # a load error will not mend by waiting
-        return status == "RepositoryLocation"
+        return dagster_location_loaded(classroom.url("dagster"), location, dagster_auth(classroom))
 
     wait_until(loaded, timeout=Deadline.SERVER_UP, message=f"{location} never loaded")
     runs = {name: launch_training(classroom, name) for name in (CLASS_PIPELINE, location)}
