@@ -72,11 +72,12 @@ class CommandLines:
             if not entry.name.isdigit():
                 continue
             try:
-                args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                raw = (entry / "cmdline").read_bytes()
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue  # ended meanwhile
             start = int(stat.rsplit(")", 1)[1].split()[19])
+            args = raw.replace(b"\0", b" ").decode(errors="replace").strip()
             if args:  # a process keeps the last command line it ran (after exec)
                 self.seen[int(entry.name)][start] = args
 
