@@ -108,7 +108,7 @@ def accounted(path: Path) -> list[Process]:
 def kind_of(process: Process, pytest_pid: int) -> str:
     if process.pid == pytest_pid or (process.ppid == pytest_pid and "exec(eval" in process.command):
         return PYTEST  # the run itself and its xdist workers (execnet's bootstrap line)
-    described = process.command or process.comm
+    described = readable(process.command) if process.command else process.comm
     for kind, pattern in KINDS:
         if re.search(pattern, described):
             return kind
